@@ -1,0 +1,18 @@
+"""Patch orderings: how a (height, width) grid of patches becomes the 1-D sequence a Mamba block scans.
+
+``orderings.get(name, **kwargs)(H, W)`` -> LongTensor perm with ``perm[s]`` = raster index ``r * W + c`` of the
+patch visited at position ``s``. Add your own with ``@orderings.register("name")`` on an
+:class:`orderings.Ordering` subclass, or select a class from Hydra with ``_target_``.
+"""
+from orderings.base import FunctionOrdering, Ordering, OrderingError, validate
+from orderings.registry import available, get, register, resolve
+from orderings.routes import SCHEMES, routes, transposed
+
+# Built-in orderings register themselves on import.
+from orderings import column_major, row_major  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "Ordering", "FunctionOrdering", "OrderingError", "validate",
+    "available", "get", "register", "resolve",
+    "SCHEMES", "routes", "transposed",
+]

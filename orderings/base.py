@@ -1,0 +1,116 @@
+"""The ordering contract: a grid (height, width) -> a permutation of its raster indices.
+
+``perm[s]`` is the raster index ``r * width + c`` of the patch visited at sequence position ``s``.
+Subclasses implement :meth:`Ordering.permutation`; calling the ordering validates the result once
+per grid and caches it per (grid, device).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class OrderingError(ValueError):
+    """A permutation or an ordering request that cannot be used; the message says how to fix it."""
+
+
+class Ordering:
+    """Base class of every patch ordering. Override :meth:`permutation` and set ``name``."""
+
+    name: str = "custom"
+
+    def permutation(self, height: int, width: int) -> Any:
+        """Return the visiting order of the (height, width) grid as raster indices (any int sequence)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement permutation(height, width)")
+
+    def __call__(self, height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
+        height, width = _check_grid(self.label, height, width)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        cache = self.__dict__.setdefault("_perm_cache", {})
+        key = (height, width, device)
+        if key not in cache:
+            cpu_key = (height, width, torch.device("cpu"))
+            if cpu_key not in cache:
+                cache[cpu_key] = validate(self.permutation(height, width), height, width, self.label)
+            cache[key] = cache[cpu_key].to(device)
+        return cache[key]
+
+    @property
+    def label(self) -> str:
+        """The name used in messages, file names and logs."""
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class FunctionOrdering(Ordering):
+    """Wraps a plain function ``fn(height, width) -> permutation`` as an ordering."""
+
+    def __init__(self, fn, name: str | None = None):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "custom")
+
+    def permutation(self, height: int, width: int):
+        return self.fn(height, width)
+
+
+def _check_grid(label: str, height: int, width: int) -> tuple[int, int]:
+    for side, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise OrderingError(
+                f"ordering {label!r}: grid {side} must be an integer >= 1, got {value!r} "
+                f"(grid {height!r}x{width!r})"
+            )
+    return int(height), int(width)
+
+
+def validate(perm: Any, height: int, width: int, label: str = "custom") -> torch.Tensor:
+    """Check that ``perm`` is a permutation of range(height * width) and return it as a CPU LongTensor.
+
+    Raises :class:`OrderingError` naming the ordering, the grid and the first offending position.
+    """
+    grid = f"{height}x{width}"
+    where = f"ordering {label!r} on grid {grid} (height x width)"
+    if isinstance(perm, torch.Tensor):
+        tensor = perm.detach().cpu()
+    else:
+        array = np.asarray(perm)
+        if array.dtype == object:
+            raise OrderingError(f"{where}: permutation must be a sequence of integers, got {type(perm).__name__}")
+        tensor = torch.from_numpy(array.copy()) if array.size else torch.empty(0, dtype=torch.int64)
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise OrderingError(
+            f"{where}: permutation has dtype {tensor.dtype}; return integer raster indices "
+            f"(e.g. torch.long), not {tensor.dtype}"
+        )
+    if tensor.dim() != 1:
+        raise OrderingError(f"{where}: permutation must be one-dimensional, got shape {tuple(tensor.shape)}")
+    length = height * width
+    if tensor.numel() != length:
+        raise OrderingError(
+            f"{where}: permutation has length {tensor.numel()}, expected {length} (one entry per patch); "
+            f"first offending position {min(tensor.numel(), length)}"
+        )
+    tensor = tensor.to(torch.long)
+    bad = ((tensor < 0) | (tensor >= length)).nonzero()
+    if bad.numel():
+        s = int(bad[0])
+        raise OrderingError(
+            f"{where}: position {s} holds raster index {int(tensor[s])}, outside 0..{length - 1}"
+        )
+    first = torch.zeros(length, dtype=torch.long).scatter_reduce(
+        0, tensor, torch.arange(length), reduce="amin", include_self=False
+    )
+    duplicates = (first[tensor] != torch.arange(length)).nonzero()
+    if duplicates.numel():
+        s = int(duplicates[0])
+        v = int(tensor[s])
+        missing = int((torch.bincount(tensor, minlength=length) == 0).nonzero()[0])
+        raise OrderingError(
+            f"{where}: position {s} repeats raster index {v} (first visited at position {int(first[v])}); "
+            f"raster index {missing} is never visited"
+        )
+    return tensor.contiguous()
