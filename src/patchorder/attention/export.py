@@ -1,0 +1,104 @@
+"""The attention export: every requested block's patch-space attention for a probe batch, in one .npz file.
+
+File layout (a contract shared by the callbacks, eval.py, the explorer and the study):
+  "meta"          0-d array holding a JSON string (see :class:`AttentionExport` fields and ``BlockAttention``)
+  "images"        uint8 (N, H, W, 3): the probe images as they can be displayed
+  "<key>/attn"    float16/float32 (N, L, L) when merged, (N, K, L, L) when routes are kept apart
+  "<key>/routes"  int32 (K, L): route k visits raster patch routes[k, s] at sequence position s
+with ``key`` = "s{stage}b{block}" and L = grid height * grid width. attn[n, q, k] is the attention of query
+patch q on key patch k (raster indices), zero where k comes after q in every route.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "patchorder.attention/1"
+
+
+@dataclass
+class BlockAttention:
+    stage: int
+    block: int
+    grid: tuple[int, int]
+    ordering: str
+    attn: np.ndarray  # (N, L, L) merged or (N, K, L, L) per route
+    routes: np.ndarray  # (K, L)
+
+    @property
+    def key(self) -> str:
+        return f"s{self.stage}b{self.block}"
+
+    @property
+    def merged(self) -> bool:
+        return self.attn.ndim == 3
+
+
+@dataclass
+class AttentionExport:
+    blocks: list[BlockAttention]
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    model: str = ""
+    ordering: str = ""
+    scheme: str = "cross4"
+    reduce: str = "mean_abs"
+    merge: str = "sum"
+    labels: list[int] = field(default_factory=list)
+    class_names: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def block(self, stage: int, block: int) -> BlockAttention:
+        for b in self.blocks:
+            if (b.stage, b.block) == (stage, block):
+                return b
+        have = ", ".join(b.key for b in self.blocks)
+        raise KeyError(f"no attention for stage {stage} block {block} in this export; it has {have}")
+
+    def stages(self) -> list[int]:
+        return sorted({b.stage for b in self.blocks})
+
+
+def save(path: str | Path, export: AttentionExport, dtype=np.float32) -> Path:
+    """Write ``export`` to ``path`` (.npz, compressed). ``dtype=np.float16`` halves the size."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k: v for k, v in asdict(export).items() if k not in ("blocks", "images")}
+    meta["format"] = FORMAT
+    meta["blocks"] = [
+        {"key": b.key, "stage": b.stage, "block": b.block, "grid": list(b.grid), "ordering": b.ordering,
+         "num_routes": int(b.routes.shape[0]), "merged": b.merged}
+        for b in export.blocks
+    ]
+    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta)), "images": np.asarray(export.images, np.uint8)}
+    for b in export.blocks:
+        arrays[f"{b.key}/attn"] = np.asarray(b.attn, dtype=dtype)
+        arrays[f"{b.key}/routes"] = np.asarray(b.routes, dtype=np.int32)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def load(path: str | Path) -> AttentionExport:
+    """Read an export written by :func:`save`; attention arrays come back as float32."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"attention export {path} does not exist")
+    with np.load(path, allow_pickle=False) as data:
+        if "meta" not in data.files:
+            raise ValueError(f"{path} is not a patchorder attention export (no 'meta' entry)")
+        meta = json.loads(str(data["meta"]))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: unsupported attention export format {meta.get('format')!r}, expected {FORMAT}")
+        blocks = [
+            BlockAttention(
+                stage=m["stage"], block=m["block"], grid=tuple(m["grid"]), ordering=m["ordering"],
+                attn=data[f"{m['key']}/attn"].astype(np.float32), routes=data[f"{m['key']}/routes"].astype(np.int64),
+            )
+            for m in meta.pop("blocks")
+        ]
+        images = data["images"]
+    meta.pop("format")
+    return AttentionExport(blocks=blocks, images=images, **meta)
