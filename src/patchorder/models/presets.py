@@ -1,0 +1,81 @@
+"""VMamba presets registered with timm: ``timm.create_model("vmamba_tiny_s1l8", ordering="spiral")``.
+
+Registration happens when this module is imported (``import patchorder.models`` does it). Nothing is ever
+downloaded: ``pretrained=True`` needs ``pretrained_path`` pointing at an official checkpoint file.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from patchorder.models.official import load_official_vmamba
+from patchorder.models.vmamba import VMamba
+
+# Official configurations (MzeroMiko/VMamba vmamba.py: vmamba_tiny_s1l8, vmamba_small_s1l20), all v05_noz.
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU-sized: the same four-stage architecture at 1/3 the width and a fraction of the depth, about 1.2 M
+    # parameters; at 64 px its grids are 16x16, 8x8, 4x4 and 2x2, so orderings still differ where most work is.
+    "vmamba_micro": dict(depths=(1, 1, 2, 1), dims=32, d_state=1, ssm_ratio=1.0, mlp_ratio=4.0, drop_path_rate=0.0),
+    "vmamba_tiny_s1l8": dict(depths=(2, 2, 8, 2), dims=96, d_state=1, ssm_ratio=1.0, mlp_ratio=4.0,
+                             drop_path_rate=0.2),
+    "vmamba_small_s1l20": dict(depths=(2, 2, 20, 2), dims=96, d_state=1, ssm_ratio=1.0, mlp_ratio=4.0,
+                               drop_path_rate=0.3),
+}
+
+
+def _cfg(**overrides: Any) -> dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.0",
+        "classifier": "classifier.head",
+        "license": "mit",
+        **overrides,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    "vmamba_micro": _cfg(input_size=(3, 64, 64), pool_size=(2, 2), crop_pct=1.0),
+    "vmamba_tiny_s1l8": _cfg(),
+    "vmamba_small_s1l20": _cfg(),
+})
+
+
+def _create(variant: str, pretrained: bool = False, pretrained_path: str | None = None, **kwargs: Any) -> VMamba:
+    if pretrained and not pretrained_path:
+        raise ValueError(
+            f"{variant}: pretrained=True needs pretrained_path=<official VMamba checkpoint .pth>; patchorder never "
+            f"downloads weights. Download the file yourself (github.com/MzeroMiko/VMamba releases) and pass its path."
+        )
+    model_kwargs = {**PRESETS[variant], **kwargs}
+    model = build_model_with_cfg(VMamba, variant, pretrained=False, **model_kwargs)
+    if pretrained_path:
+        # The checkpoint's classifier is kept only if it fits num_classes (as timm does for fine-tuning).
+        load_official_vmamba(model, pretrained_path, head="auto")
+    return model
+
+
+@register_model
+def vmamba_micro(pretrained: bool = False, **kwargs: Any) -> VMamba:
+    """CPU-sized VMamba (dims 32-64-128-256, depths 1-1-2-1) for 32-64 px images."""
+    return _create("vmamba_micro", pretrained, **kwargs)
+
+
+@register_model
+def vmamba_tiny_s1l8(pretrained: bool = False, **kwargs: Any) -> VMamba:
+    """Official VMamba-T (s1l8): dims 96, depths 2-2-8-2, d_state 1, ssm_ratio 1; 30.2 M parameters."""
+    return _create("vmamba_tiny_s1l8", pretrained, **kwargs)
+
+
+@register_model
+def vmamba_small_s1l20(pretrained: bool = False, **kwargs: Any) -> VMamba:
+    """Official VMamba-S (s1l20): dims 96, depths 2-2-20-2, d_state 1, ssm_ratio 1."""
+    return _create("vmamba_small_s1l20", pretrained, **kwargs)
