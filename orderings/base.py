@@ -6,6 +6,7 @@ per grid and caches it per (grid, device).
 """
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,11 @@ class OrderingError(ValueError):
 
 
 class Ordering:
-    """Base class of every patch ordering. Override :meth:`permutation` and set ``name``."""
+    """Base class of every patch ordering. Override :meth:`permutation` and set ``name``.
+
+    Calling ``ordering(height, width, device)`` returns a cached LongTensor: treat it as read-only
+    (clone it before modifying it in place), since every caller of the same grid shares it.
+    """
 
     name: str = "custom"
 
@@ -26,7 +31,7 @@ class Ordering:
         raise NotImplementedError(f"{type(self).__name__} must implement permutation(height, width)")
 
     def __call__(self, height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
-        height, width = _check_grid(self.label, height, width)
+        height, width = check_grid(self.label, height, width)
         device = torch.device(device) if device is not None else torch.device("cpu")
         cache = self.__dict__.setdefault("_perm_cache", {})
         key = (height, width, device)
@@ -39,7 +44,7 @@ class Ordering:
 
     @property
     def label(self) -> str:
-        """The name used in messages, file names and logs."""
+        """The name used in messages, file names and logs (parameterised orderings add their parameters)."""
         return self.name
 
     def __repr__(self) -> str:
@@ -57,14 +62,37 @@ class FunctionOrdering(Ordering):
         return self.fn(height, width)
 
 
-def _check_grid(label: str, height: int, width: int) -> tuple[int, int]:
+def check_grid(label: str, height: Any, width: Any) -> tuple[int, int]:
+    """Return (height, width) as Python ints, or raise OrderingError if either is not an integer >= 1."""
+    sides = []
     for side, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        try:
+            # operator.index accepts int, numpy integers and 0-d integer tensors, but not 3.0 or "3".
+            number = None if isinstance(value, bool) else operator.index(value)
+        except TypeError:
+            number = None
+        if number is None or number < 1:
             raise OrderingError(
                 f"ordering {label!r}: grid {side} must be an integer >= 1, got {value!r} "
-                f"(grid {height!r}x{width!r})"
+                f"(grid {height!r}x{width!r}, height x width)"
             )
-    return int(height), int(width)
+        sides.append(number)
+    return sides[0], sides[1]
+
+
+def _as_tensor(perm: Any, where: str) -> torch.Tensor:
+    if isinstance(perm, torch.Tensor):
+        return perm.detach().cpu()
+    try:
+        array = np.asarray(perm)
+    except ValueError as error:  # ragged nested lists
+        raise OrderingError(f"{where}: permutation must be a flat sequence of integers ({error})") from None
+    if array.dtype.kind not in "biufc":  # None, strings, objects
+        raise OrderingError(
+            f"{where}: permutation must be a sequence of integers, got {type(perm).__name__} "
+            f"of dtype {array.dtype}"
+        )
+    return torch.from_numpy(array.copy()) if array.size else torch.empty(array.shape, dtype=torch.int64)
 
 
 def validate(perm: Any, height: int, width: int, label: str = "custom") -> torch.Tensor:
@@ -72,22 +100,19 @@ def validate(perm: Any, height: int, width: int, label: str = "custom") -> torch
 
     Raises :class:`OrderingError` naming the ordering, the grid and the first offending position.
     """
-    grid = f"{height}x{width}"
-    where = f"ordering {label!r} on grid {grid} (height x width)"
-    if isinstance(perm, torch.Tensor):
-        tensor = perm.detach().cpu()
-    else:
-        array = np.asarray(perm)
-        if array.dtype == object:
-            raise OrderingError(f"{where}: permutation must be a sequence of integers, got {type(perm).__name__}")
-        tensor = torch.from_numpy(array.copy()) if array.size else torch.empty(0, dtype=torch.int64)
+    height, width = check_grid(label, height, width)
+    where = f"ordering {label!r} on grid {height}x{width} (height x width)"
+    tensor = _as_tensor(perm, where)
     if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
         raise OrderingError(
             f"{where}: permutation has dtype {tensor.dtype}; return integer raster indices "
             f"(e.g. torch.long), not {tensor.dtype}"
         )
     if tensor.dim() != 1:
-        raise OrderingError(f"{where}: permutation must be one-dimensional, got shape {tuple(tensor.shape)}")
+        raise OrderingError(
+            f"{where}: permutation must be one-dimensional (length {height * width}), got shape "
+            f"{tuple(tensor.shape)}; flatten it with perm.reshape(-1) if it is already the visiting order"
+        )
     length = height * width
     if tensor.numel() != length:
         raise OrderingError(

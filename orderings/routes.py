@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from orderings.base import OrderingError
+from orderings.base import OrderingError, check_grid
 from orderings.registry import resolve
 
 SCHEMES = {"single": 1, "bidirectional": 2, "cross4": 4}
@@ -13,6 +13,7 @@ SCHEMES = {"single": 1, "bidirectional": 2, "cross4": 4}
 
 def transposed(ordering, height: int, width: int) -> torch.Tensor:
     """The ordering computed on the transposed (width, height) grid, as raster indices of (height, width)."""
+    ordering = resolve(ordering)
     t = ordering(width, height)  # raster index on the transposed grid: r' * height + c'
     return (t % height) * width + t // height
 
@@ -22,14 +23,16 @@ def routes(ordering: Any, height: int, width: int, scheme: str = "cross4", devic
 
     ``cross4`` = [ordering, ordering on the transposed grid mapped back, reverse of each]; for row-major
     this is VMamba's cross-scan (row flatten, column flatten, their flips). ``bidirectional`` = the
-    ordering and its reverse; ``single`` = the ordering alone.
+    ordering and its reverse; ``single`` = the ordering alone. Cached per (grid, scheme, device) on the
+    ordering (names resolve to a shared instance); treat the result as read-only.
     """
     if scheme not in SCHEMES:
         raise OrderingError(f"unknown scan scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     ordering = resolve(ordering)
+    height, width = check_grid(ordering.label, height, width)
     device = torch.device(device) if device is not None else torch.device("cpu")
     cache = ordering.__dict__.setdefault("_route_cache", {})
-    key = (int(height), int(width), scheme, device)
+    key = (height, width, scheme, device)
     if key not in cache:
         forward = ordering(height, width)
         if scheme == "single":
