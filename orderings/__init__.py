@@ -9,7 +9,9 @@ from orderings.registry import available, get, register, resolve
 from orderings.routes import SCHEMES, routes, transposed
 
 # Built-in orderings register themselves on import.
-from orderings import column_major, row_major  # noqa: E402,F401  isort: skip
+from orderings import (  # noqa: E402,F401  isort: skip
+    column_major, diagonal, hilbert, morton, random_order, row_major, snake, spiral,
+)
 
 __all__ = [
     "Ordering", "FunctionOrdering", "OrderingError", "validate",
