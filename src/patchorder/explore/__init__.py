@@ -1,0 +1,27 @@
+"""The interactive attention explorer: one self-contained HTML file per export (or pair of exports).
+
+    python -m patchorder.explore RUN_DIR_OR_NPZ [-o report.html] [--compare OTHER_NPZ_OR_RUN_DIR]
+
+or from Python ``build_report(export_or_path, out_path, compare=None, ...) -> Path``; log the file to W&B with
+``to_wandb_html(path)``. The page works offline from file:// (no server, nothing fetched): its script, style
+and data (deflated, base64-encoded typed arrays) are inlined.
+
+Views: a scatterplot (blocks of a stage or patches of a block, PCA / t-SNE / UMAP precomputed at build time),
+the patch grid over the probe image (click a patch for its attention heatmap; drag to brush patches; the
+ordering's path on request), selectors for reduction, stage, block, route and image, the block's metrics,
+and a side-by-side comparison with linked selection.
+
+Test hook: ``window.explorer`` in the page. ``ready`` (true after the first render; ``readyAt`` = ms since
+navigation), ``errors`` (messages of uncaught errors), ``state`` (a copy of the selection), setters
+``select(stage, block)``, ``setVariant(i)``, ``setRoute("merged" | k)``, ``setImage("mean" | n)``,
+``setMode("patches" | "blocks")``, ``setMethod("pca" | "tsne" | "umap")``, ``setColorBy``, ``setPath``,
+``setLogColor``, ``clickPatch(row, col)``, ``brush(x0, y0, x1, y1, side=0)`` (embedding coordinates; returns the
+point indices inside), ``clearBrush()``; readers ``heatmapValues(side=0)`` (the selected patch's attention row,
+raster order, as shown), ``heatmapReason(side)``, ``highlightedPatches()``, ``highlightedPoints()``,
+``scatterPoints(side)``, ``dataToClient(side, x, y)`` (page coordinates of an embedding point), ``metrics(side)``,
+``notices(side)``.
+"""
+from patchorder.explore.report import build_report, to_wandb_html
+from patchorder.explore.source import ExplorerInputError, find_export, load_export
+
+__all__ = ["build_report", "to_wandb_html", "find_export", "load_export", "ExplorerInputError"]

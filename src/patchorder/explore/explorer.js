@@ -1,0 +1,762 @@
+// patchorder attention explorer: renders the data embedded by patchorder.explore.report into linked views.
+// Plain ES2020, no dependencies, nothing fetched: the page works from file:// and inside a W&B Html panel.
+//
+// Test hook (documented in patchorder/explore/__init__.py): window.explorer exposes the state, setters that
+// act like the toolbar, and readers of what the page shows (heatmapValues, highlightedPatches, ...).
+"use strict";
+(function () {
+  const explorer = (window.explorer = { ready: false, errors: [], readyAt: null });
+  window.addEventListener("error", (e) => reportError(e.message || String(e)));
+  window.addEventListener("unhandledrejection", (e) => reportError(String(e.reason && e.reason.stack || e.reason)));
+
+  const SCATTER_SIZE = 360;
+  const GRID_SIZE = 360;
+  const PAD = 14;
+  const CLICK_SLOP = 4; // px: a drag shorter than this is a click
+  const PICK_RADIUS = 8; // px: how close a click must be to a point
+  const LOG_DECADES = 3; // log colour scale spans max / 10^3 .. max
+
+  let data = null;
+  let arrays = null;
+  const sides = [];
+  const state = {
+    variant: 0, stage: 0, block: 0, route: "merged", image: "mean", mode: "patches", method: "pca",
+    colorBy: "column", patch: null, highlighted: new Set(), highlightedPoints: new Set(),
+    showPath: false, logColor: false, ignoreSelf: false, opacity: 0.65,
+  };
+
+  // ---------- decoding ----------
+  function base64Bytes(text) {
+    if (Uint8Array.fromBase64) return Uint8Array.fromBase64(text);
+    const binary = atob(text);
+    const out = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+    return out;
+  }
+
+  async function inflate(bytes) {
+    if (typeof DecompressionStream === "undefined") {
+      throw new Error("this browser lacks DecompressionStream (needs Chrome 80+, Firefox 113+, Safari 16.4+)");
+    }
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  function halfToFloat(bits) {
+    const out = new Float32Array(bits.length);
+    for (let i = 0; i < bits.length; i++) {
+      const h = bits[i], sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+      if (exp === 0) out[i] = sign * frac * 2 ** -24;
+      else if (exp === 31) out[i] = frac ? NaN : sign * Infinity;
+      else out[i] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+    }
+    return out;
+  }
+
+  const TYPES = { u8: [Uint8Array, 1], i32: [Int32Array, 4], f32: [Float32Array, 4], f16: [Uint16Array, 2] };
+
+  async function decodeArrays(entries, bytes) {
+    return Promise.all(entries.map(async (entry, id) => {
+      const stored = bytes.subarray(entry.o, entry.o + entry.z);
+      const raw = entry.c ? await inflate(stored) : stored.slice(); // slice: own, aligned buffer
+      const [Type, width] = TYPES[entry.t];
+      if (raw.byteLength !== entry.n * width) throw new Error(`array ${id}: ${raw.byteLength} bytes, expected ${entry.n * width}`);
+      const typed = new Type(raw.buffer, raw.byteOffset, entry.n);
+      return entry.t === "f16" ? halfToFloat(typed) : typed;
+    }));
+  }
+
+  // ---------- data access ----------
+  const log8Tables = new Map();
+  function log8Table(floor) {
+    if (!log8Tables.has(floor)) {
+      const table = new Float64Array(256);
+      for (let c = 1; c < 256; c++) table[c] = Math.exp(Math.log(floor) * (255 - c) / 254);
+      log8Tables.set(floor, table);
+    }
+    return log8Tables.get(floor);
+  }
+
+  // One row (length L) of a stored (.., L, L) matrix: `matrix` is the index of the (image, route) matrix.
+  function matrixRow(ref, matrix, row, L) {
+    const out = new Float32Array(L);
+    const start = (matrix * L + row) * L;
+    if (ref.enc === "log8") {
+      const codes = arrays[ref.codes], scale = arrays[ref.scales][matrix * L + row], table = log8Table(ref.floor);
+      for (let k = 0; k < L; k++) out[k] = scale * table[codes[start + k]];
+    } else {
+      const values = arrays[ref.values];
+      for (let k = 0; k < L; k++) out[k] = values[start + k] * ref.scale;
+    }
+    return out;
+  }
+
+  function variantOf(side) {
+    const wanted = data.sides[0].variants[state.variant].reduce;
+    return side.data.variants.find((v) => v.reduce === wanted) || null;
+  }
+  function blocksOfStage(side, stage) {
+    const variant = variantOf(side);
+    return variant ? variant.blocks.filter((b) => b.stage === stage) : [];
+  }
+  function currentBlock(side) {
+    return blocksOfStage(side, state.stage).find((b) => b.block === state.block) || null;
+  }
+  function gridOf(block) { return { H: block.grid[0], W: block.grid[1], L: block.grid[0] * block.grid[1] }; }
+
+  // The attention row of the selected patch as the page shows it, or {reason} when it cannot be shown.
+  function heatmap(side) {
+    const block = currentBlock(side);
+    if (!block) return { reason: "this side has no such block / reduction" };
+    if (state.patch === null) return { reason: "click a patch (or a point) to see its attention" };
+    const view = block.views[state.route];
+    if (!view) return { reason: `route ${state.route} is not in this export (it holds merged attention only)` };
+    const { L } = gridOf(block);
+    const perImage = state.image !== "mean";
+    const ref = perImage ? view.images : view.mean;
+    if (!ref) {
+      const what = perImage ? "per-image matrices" : "the image mean";
+      return { reason: `${what} of this route are not stored in this report (size budget); rebuild with a larger --max-mb` };
+    }
+    return { values: matrixRow(ref, perImage ? state.image : 0, state.patch, L), signed: block.encoding === "f16" };
+  }
+
+  function routeOf(side, block) {
+    const routes = arrays[block.routes];
+    const { L } = gridOf(block);
+    const k = state.route === "merged" ? 0 : Number(state.route);
+    return routes.subarray(k * L, (k + 1) * L);
+  }
+  function positionsOf(route) {
+    const pos = new Int32Array(route.length);
+    route.forEach((patch, s) => { pos[patch] = s; });
+    return pos;
+  }
+
+  // Points of the scatterplot for the current mode: {x, y, ids, kind} or {reason}.
+  function scatterPoints(side) {
+    const variant = variantOf(side);
+    if (!variant) return { reason: "this side has no export with this reduction" };
+    if (state.mode === "patches") {
+      const block = currentBlock(side);
+      if (!block) return { reason: "no such block" };
+      const id = block.patch_embedding[state.method];
+      if (id === undefined) return { reason: block.patch_embedding_errors[state.method] || `${state.method} was not computed` };
+      return unpackPoints(arrays[id], "patches");
+    }
+    const entry = variant.block_embeddings[String(state.stage)];
+    const id = entry && entry.coords[state.method];
+    if (id === undefined) return { reason: (entry && entry.errors[state.method]) || `${state.method} was not computed` };
+    const points = unpackPoints(arrays[id], "blocks");
+    points.meta = entry.points;
+    return points;
+  }
+  function unpackPoints(coords, kind) {
+    const n = coords.length / 2, x = new Float32Array(n), y = new Float32Array(n);
+    for (let i = 0; i < n; i++) { x[i] = coords[2 * i]; y[i] = coords[2 * i + 1]; }
+    return { x, y, n, kind };
+  }
+
+  // ---------- colours ----------
+  function lut(name) { return data.colormaps[name]; }
+  function colorAt(name, t) {
+    const table = lut(name), i = Math.max(0, Math.min(255, Math.round(t * 255))) * 3;
+    return `rgb(${table[i]},${table[i + 1]},${table[i + 2]})`;
+  }
+  function blockColor(index) { const c = data.colormaps.blocks; return c[index % c.length]; }
+
+  function heatScale(values, signed, selfIndex) {
+    let lo = Infinity, hi = -Infinity;
+    values.forEach((v, k) => {
+      if (state.ignoreSelf && k === selfIndex) return;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    });
+    if (!signed) lo = 0;
+    if (!(hi > lo)) hi = lo + 1;
+    const useLog = state.logColor && !signed;
+    const floor = hi / 10 ** LOG_DECADES;
+    const toUnit = useLog
+      ? (v) => (v <= floor ? 0 : Math.min(1, Math.log10(v / floor) / LOG_DECADES))
+      : (v) => Math.max(0, Math.min(1, (v - lo) / (hi - lo)));
+    return { lo: useLog ? floor : lo, hi, toUnit, useLog };
+  }
+
+  // ---------- canvas helpers ----------
+  function setupCanvas(canvas, width, height) {
+    const ratio = window.devicePixelRatio || 1;
+    canvas.style.width = `${width}px`;
+    canvas.style.height = `${height}px`;
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    return ctx;
+  }
+  function localPoint(canvas, event) {
+    const rect = canvas.getBoundingClientRect();
+    return { x: event.clientX - rect.left, y: event.clientY - rect.top };
+  }
+
+  // ---------- scatterplot ----------
+  function scatterLayout(points) {
+    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+    for (let i = 0; i < points.n; i++) {
+      x0 = Math.min(x0, points.x[i]); x1 = Math.max(x1, points.x[i]);
+      y0 = Math.min(y0, points.y[i]); y1 = Math.max(y1, points.y[i]);
+    }
+    const span = Math.max(x1 - x0, y1 - y0) || 1; // equal aspect: distances read the same both ways
+    const scale = (SCATTER_SIZE - 2 * PAD) / span;
+    const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2, mid = SCATTER_SIZE / 2;
+    return {
+      toPx: (x, y) => [mid + (x - cx) * scale, mid - (y - cy) * scale],
+      toData: (px, py) => [cx + (px - mid) / scale, cy - (py - mid) / scale],
+    };
+  }
+
+  function pointStyle(side, points, i, context) {
+    if (points.kind === "blocks") {
+      const [blockNumber, image] = points.meta[i];
+      const order = context.stageBlocks.indexOf(blockNumber);
+      const current = blockNumber === state.block && (state.image === "mean" || state.image === image);
+      return { color: blockColor(order), radius: current ? 6 : 4.5, ring: current, key: `${blockNumber}:${image}` };
+    }
+    const { H, W } = context.grid;
+    const row = Math.floor(i / W), col = i % W;
+    const color = state.colorBy === "column"
+      ? colorAt("column", W > 1 ? col / (W - 1) : 0.5)
+      : colorAt("position", context.positions[i] / Math.max(1, context.grid.L - 1));
+    const radius = state.colorBy === "column" ? 1.5 + 3.5 * (H > 1 ? row / (H - 1) : 0.5) : 3;
+    return { color, radius, ring: i === state.patch, key: i };
+  }
+
+  function drawScatter(side) {
+    const canvas = side.scatter, ctx = setupCanvas(canvas, SCATTER_SIZE, SCATTER_SIZE);
+    ctx.clearRect(0, 0, SCATTER_SIZE, SCATTER_SIZE);
+    const points = scatterPoints(side);
+    side.points = points.reason ? null : points;
+    side.layout = null;
+    if (points.reason) {
+      side.scatterNote.textContent = points.reason;
+      side.legend.textContent = "";
+      return;
+    }
+    side.scatterNote.textContent = "";
+    const layout = (side.layout = scatterLayout(points));
+    const context = scatterContext(side);
+    const brushed = points.kind === "patches" ? state.highlighted : state.highlightedPoints;
+    const dimming = brushed.size > 0;
+    const rings = [];
+    for (let i = 0; i < points.n; i++) {
+      const style = pointStyle(side, points, i, context);
+      const [px, py] = layout.toPx(points.x[i], points.y[i]);
+      ctx.globalAlpha = dimming && !brushed.has(style.key) ? 0.15 : 0.9;
+      ctx.fillStyle = style.color;
+      ctx.beginPath();
+      ctx.arc(px, py, style.radius, 0, 2 * Math.PI);
+      ctx.fill();
+      if (style.ring) rings.push([px, py, style.radius]);
+    }
+    ctx.globalAlpha = 1;
+    ctx.strokeStyle = "#000";
+    ctx.lineWidth = 2;
+    for (const [px, py, r] of rings) { ctx.beginPath(); ctx.arc(px, py, r + 3, 0, 2 * Math.PI); ctx.stroke(); }
+    if (side.drag && side.drag.canvas === canvas && side.drag.moved) {
+      const { x0, y0, x1, y1 } = side.drag;
+      ctx.strokeStyle = "#333"; ctx.lineWidth = 1; ctx.setLineDash([4, 3]);
+      ctx.strokeRect(Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0));
+      ctx.setLineDash([]);
+    }
+    drawLegend(side, points, context);
+  }
+
+  function scatterContext(side) {
+    const block = currentBlock(side);
+    const context = { stageBlocks: blocksOfStage(side, state.stage).map((b) => b.block) };
+    if (block) {
+      context.grid = gridOf(block);
+      context.positions = positionsOf(routeOf(side, block));
+    }
+    return context;
+  }
+
+  function drawLegend(side, points, context) {
+    const methodName = { pca: "PCA", tsne: "t-SNE", umap: "UMAP" }[state.method] || state.method;
+    if (points.kind === "blocks") {
+      side.legend.innerHTML = context.stageBlocks
+        .map((b, i) => `<span><i style="background:${blockColor(i)}"></i>block ${b}</span>`).join("");
+      side.scatterCaption.textContent = `${methodName} of every (block, image) attention matrix of stage ${state.stage}; click a point to open it`;
+    } else {
+      side.legend.textContent = "";
+      const encoding = state.colorBy === "column" ? "colour = column, size = row" : "colour = sequence position";
+      const block = currentBlock(side), source = block && block.summed_routes ? "sum of routes" : "merged";
+      side.scatterCaption.textContent = `${methodName} of each patch's attention row (image mean, ${source}), ${encoding}`;
+    }
+  }
+
+  // ---------- patch view ----------
+  function imageCanvas(side, index) {
+    side.imageCache = side.imageCache || new Map();
+    if (!side.imageCache.has(index)) {
+      const info = side.data.images, pixels = arrays[info.pixels], size = info.h * info.w;
+      const canvas = document.createElement("canvas");
+      canvas.width = info.w; canvas.height = info.h;
+      const ctx = canvas.getContext("2d"), image = ctx.createImageData(info.w, info.h);
+      for (let p = 0; p < size; p++) {
+        const src = (index * size + p) * 3;
+        image.data[4 * p] = pixels[src]; image.data[4 * p + 1] = pixels[src + 1];
+        image.data[4 * p + 2] = pixels[src + 2]; image.data[4 * p + 3] = 255;
+      }
+      ctx.putImageData(image, 0, 0);
+      side.imageCache.set(index, canvas);
+    }
+    return side.imageCache.get(index);
+  }
+
+  function gridLayout(block) {
+    const { H, W } = gridOf(block);
+    const cell = Math.min(GRID_SIZE / W, GRID_SIZE / H);
+    return { H, W, cell, width: cell * W, height: cell * H };
+  }
+
+  function drawPatches(side) {
+    const block = currentBlock(side);
+    if (!block) {
+      setupCanvas(side.patches, GRID_SIZE, GRID_SIZE);
+      side.patchNote.textContent = "this side has no such block";
+      return;
+    }
+    const grid = (side.grid = gridLayout(block));
+    const ctx = setupCanvas(side.patches, grid.width, grid.height);
+    const imageIndex = state.image === "mean" ? 0 : state.image;
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(imageCanvas(side, imageIndex), 0, 0, grid.width, grid.height);
+    const heat = heatmap(side);
+    side.heat = heat;
+    if (heat.values) {
+      const scale = heatScale(heat.values, heat.signed, state.patch);
+      side.heatScale = scale;
+      ctx.globalAlpha = state.opacity;
+      for (let i = 0; i < heat.values.length; i++) {
+        ctx.fillStyle = colorAt("heat", scale.toUnit(heat.values[i]));
+        ctx.fillRect((i % grid.W) * grid.cell, Math.floor(i / grid.W) * grid.cell, grid.cell + 0.5, grid.cell + 0.5);
+      }
+      ctx.globalAlpha = 1;
+      drawColorbar(side, scale);
+    } else {
+      side.heatScale = null;
+      drawColorbar(side, null);
+    }
+    side.patchNote.textContent = heat.reason || "";
+    if (grid.cell >= 8) drawGridLines(ctx, grid);
+    if (state.highlighted.size) drawHighlights(ctx, grid);
+    if (state.showPath) drawPath(ctx, grid, routeOf(side, block));
+    if (state.patch !== null) {
+      ctx.strokeStyle = "#fff"; ctx.lineWidth = 3;
+      const r = Math.floor(state.patch / grid.W), c = state.patch % grid.W;
+      ctx.strokeRect(c * grid.cell + 1.5, r * grid.cell + 1.5, grid.cell - 3, grid.cell - 3);
+      ctx.strokeStyle = "#d6336c";
+      ctx.lineWidth = 1.5;
+      ctx.strokeRect(c * grid.cell + 0.75, r * grid.cell + 0.75, grid.cell - 1.5, grid.cell - 1.5);
+    }
+    if (side.drag && side.drag.canvas === side.patches && side.drag.moved) {
+      const { x0, y0, x1, y1 } = side.drag;
+      ctx.strokeStyle = "#fff"; ctx.lineWidth = 1; ctx.setLineDash([4, 3]);
+      ctx.strokeRect(Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0));
+      ctx.setLineDash([]);
+    }
+    const background = state.image === "mean" ? "image 0 shown; attention averaged over all images" : side.data.image_names[state.image];
+    side.patchCaption.textContent = `stage ${state.stage} block ${state.block}, ${gridOf(block).H}x${gridOf(block).W} patches; ${background}`;
+  }
+
+  function drawGridLines(ctx, grid) {
+    ctx.strokeStyle = "rgba(255,255,255,0.25)"; ctx.lineWidth = 1;
+    ctx.beginPath();
+    for (let c = 1; c < grid.W; c++) { ctx.moveTo(c * grid.cell, 0); ctx.lineTo(c * grid.cell, grid.height); }
+    for (let r = 1; r < grid.H; r++) { ctx.moveTo(0, r * grid.cell); ctx.lineTo(grid.width, r * grid.cell); }
+    ctx.stroke();
+  }
+
+  function drawHighlights(ctx, grid) {
+    ctx.fillStyle = "rgba(10,10,20,0.55)";
+    for (let i = 0; i < grid.H * grid.W; i++) {
+      if (!state.highlighted.has(i)) ctx.fillRect((i % grid.W) * grid.cell, Math.floor(i / grid.W) * grid.cell, grid.cell, grid.cell);
+    }
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = 1;
+    for (const i of state.highlighted) {
+      ctx.strokeRect((i % grid.W) * grid.cell + 0.5, Math.floor(i / grid.W) * grid.cell + 0.5, grid.cell - 1, grid.cell - 1);
+    }
+  }
+
+  function drawPath(ctx, grid, route) {
+    const centre = (i) => [(i % grid.W + 0.5) * grid.cell, (Math.floor(i / grid.W) + 0.5) * grid.cell];
+    ctx.lineWidth = Math.max(1, Math.min(3, grid.cell / 6));
+    for (let s = 1; s < route.length; s++) {
+      const [xa, ya] = centre(route[s - 1]), [xb, yb] = centre(route[s]);
+      ctx.strokeStyle = colorAt("position", s / (route.length - 1));
+      ctx.beginPath(); ctx.moveTo(xa, ya); ctx.lineTo(xb, yb); ctx.stroke();
+    }
+    const [sx, sy] = centre(route[0]);
+    ctx.fillStyle = colorAt("position", 0);
+    ctx.beginPath(); ctx.arc(sx, sy, Math.max(3, grid.cell / 4), 0, 2 * Math.PI); ctx.fill();
+  }
+
+  function drawColorbar(side, scale) {
+    const ctx = setupCanvas(side.colorbar, 200, 10);
+    if (!scale) { side.colorMin.textContent = side.colorMax.textContent = ""; return; }
+    for (let x = 0; x < 200; x++) { ctx.fillStyle = colorAt("heat", x / 199); ctx.fillRect(x, 0, 1, 10); }
+    side.colorMin.textContent = formatValue(scale.lo) + (scale.useLog ? " (log)" : "");
+    side.colorMax.textContent = formatValue(scale.hi);
+  }
+
+  function formatValue(v) {
+    if (v === 0) return "0";
+    const a = Math.abs(v);
+    return a >= 1e4 || a < 1e-3 ? v.toExponential(3) : v.toPrecision(4);
+  }
+
+  // ---------- metrics ----------
+  function drawMetrics(side) {
+    const block = currentBlock(side), table = side.metrics;
+    if (!block) { table.innerHTML = ""; return; }
+    const variant = variantOf(side);
+    const rows = (variant.metric_names || Object.keys(block.metrics))
+      .filter((name) => name in block.metrics)
+      .map((name) => `<tr><td>${escapeHtml(name)}</td><td class="value">${formatMetric(block.metrics[name])}</td></tr>`);
+    const { H, W } = gridOf(block);
+    rows.push(`<tr><td>grid</td><td class="value">${H} x ${W}</td></tr>`);
+    rows.push(`<tr><td>routes</td><td class="value">${escapeHtml(block.route_names.join(", "))}</td></tr>`);
+    rows.push(`<tr><td>stored as</td><td class="value">${block.encoding === "log8" ? "uint8 log scale" : "float16"}</td></tr>`);
+    table.innerHTML = `<caption>stage ${block.stage} block ${block.block} (${escapeHtml(variant.reduce)})</caption>${rows.join("")}`;
+  }
+  function formatMetric(v) { return typeof v === "number" ? formatValue(v) : escapeHtml(String(v)); }
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  }
+
+  // ---------- interaction ----------
+  function attachScatter(side) {
+    attachDrag(side, side.scatter, (drag) => {
+      if (!side.points || !side.layout) return;
+      if (!drag.moved) return pickPoint(side, drag.x1, drag.y1);
+      const [ax, ay] = side.layout.toData(drag.x0, drag.y0), [bx, by] = side.layout.toData(drag.x1, drag.y1);
+      brush(ax, ay, bx, by, sides.indexOf(side));
+    });
+  }
+
+  function pickPoint(side, px, py) {
+    let best = -1, bestDistance = PICK_RADIUS;
+    for (let i = 0; i < side.points.n; i++) {
+      const [x, y] = side.layout.toPx(side.points.x[i], side.points.y[i]);
+      const d = Math.hypot(x - px, y - py);
+      if (d <= bestDistance) { best = i; bestDistance = d; }
+    }
+    if (best < 0) return;
+    if (side.points.kind === "patches") {
+      state.patch = best;
+    } else {
+      const [blockNumber, image] = side.points.meta[best];
+      state.block = blockNumber;
+      state.image = image;
+    }
+    render();
+  }
+
+  function attachPatches(side) {
+    attachDrag(side, side.patches, (drag) => {
+      if (!side.grid) return;
+      const cellOf = (x, y) => [
+        clamp(Math.floor(y / side.grid.cell), 0, side.grid.H - 1), clamp(Math.floor(x / side.grid.cell), 0, side.grid.W - 1)];
+      const [r1, c1] = cellOf(drag.x1, drag.y1);
+      if (!drag.moved) return clickPatch(r1, c1);
+      const [r0, c0] = cellOf(drag.x0, drag.y0);
+      const picked = new Set();
+      for (let r = Math.min(r0, r1); r <= Math.max(r0, r1); r++) {
+        for (let c = Math.min(c0, c1); c <= Math.max(c0, c1); c++) picked.add(r * side.grid.W + c);
+      }
+      state.mode = "patches";
+      state.highlighted = picked;
+      render();
+    });
+    side.patches.addEventListener("pointermove", (event) => showHover(side, localPoint(side.patches, event)));
+    side.patches.addEventListener("pointerleave", () => { side.info.textContent = ""; });
+  }
+
+  function attachDrag(side, canvas, finish) {
+    canvas.addEventListener("pointerdown", (event) => {
+      if (event.button !== 0) return;
+      const p = localPoint(canvas, event);
+      side.drag = { canvas, x0: p.x, y0: p.y, x1: p.x, y1: p.y, moved: false };
+      canvas.setPointerCapture(event.pointerId);
+    });
+    canvas.addEventListener("pointermove", (event) => {
+      if (!side.drag || side.drag.canvas !== canvas) return;
+      const p = localPoint(canvas, event);
+      Object.assign(side.drag, { x1: p.x, y1: p.y });
+      side.drag.moved = side.drag.moved || Math.hypot(p.x - side.drag.x0, p.y - side.drag.y0) > CLICK_SLOP;
+      if (side.drag.moved) (canvas === side.scatter ? drawScatter : drawPatches)(side);
+    });
+    canvas.addEventListener("pointerup", (event) => {
+      if (!side.drag || side.drag.canvas !== canvas) return;
+      const p = localPoint(canvas, event), drag = side.drag;
+      Object.assign(drag, { x1: p.x, y1: p.y });
+      drag.moved = drag.moved || Math.hypot(p.x - drag.x0, p.y - drag.y0) > CLICK_SLOP;
+      side.drag = null;
+      finish(drag);
+      render();
+    });
+  }
+
+  function showHover(side, p) {
+    if (!side.grid) return;
+    const r = Math.floor(p.y / side.grid.cell), c = Math.floor(p.x / side.grid.cell);
+    if (r < 0 || c < 0 || r >= side.grid.H || c >= side.grid.W) { side.info.textContent = ""; return; }
+    const block = currentBlock(side), i = r * side.grid.W + c;
+    const position = positionsOf(routeOf(side, block))[i];
+    const routeName = state.route === "merged" ? `${block.route_names[0]} route` : block.route_names[Number(state.route)];
+    let text = `row ${r}, column ${c} · position ${position} of ${gridOf(block).L} in the ${routeName}`;
+    if (side.heat && side.heat.values) {
+      text += ` · attention of patch ${Math.floor(state.patch / side.grid.W)},${state.patch % side.grid.W} on it: ${formatValue(side.heat.values[i])}`;
+    }
+    side.info.textContent = text;
+  }
+
+  function clamp(v, lo, hi) { return Math.max(lo, Math.min(hi, v)); }
+
+  // ---------- toolbar ----------
+  const $ = (id) => document.getElementById(id);
+  function fillSelect(select, options, value) {
+    select.innerHTML = options.map(([v, label, disabled]) =>
+      `<option value="${escapeHtml(v)}"${disabled ? " data-missing" : ""}>${escapeHtml(label)}</option>`).join("");
+    select.value = String(value);
+    select.disabled = options.length < 2;
+  }
+
+  function syncToolbar() {
+    const left = sides[0], variant = variantOf(left), block = currentBlock(left);
+    fillSelect($("sel-reduce"), left.data.variants.map((v, i) => [i, v.reduce]), state.variant);
+    fillSelect($("sel-stage"), left.data.stages.map((s) => [s, `stage ${s}`]), state.stage);
+    fillSelect($("sel-block"), blocksOfStage(left, state.stage).map((b) => [b.block, `block ${b.block}`]), state.block);
+    const routes = [["merged", block && block.summed_routes ? "all routes (sum of route matrices)" : "merged"]];
+    if (block) {
+      block.route_names.forEach((name, k) => {
+        const view = block.views[String(k)];
+        if (view) routes.push([String(k), `${k}: ${name}${view.mean || view.images ? "" : " (not stored)"}`]);
+      });
+    }
+    fillSelect($("sel-route"), routes, state.route);
+    const view = block && block.views[state.route];
+    const images = [["mean", "mean over images"]].concat(left.data.image_names.map((name, n) =>
+      [n, name + (view && !view.images ? " (not stored)" : "")]));
+    fillSelect($("sel-image"), images, state.image);
+    $("sel-mode").value = state.mode;
+    const methods = methodsOf(variant);
+    fillSelect($("sel-method"), methods.map((m) => [m, { pca: "PCA", tsne: "t-SNE", umap: "UMAP" }[m] || m]), state.method);
+    $("sel-color").value = state.colorBy;
+    $("sel-color").disabled = state.mode !== "patches";
+    $("chk-path").checked = state.showPath;
+    $("chk-log").checked = state.logColor;
+    $("chk-self").checked = state.ignoreSelf;
+    $("rng-opacity").value = String(state.opacity);
+  }
+
+  function methodsOf(variant) {
+    return data.methods.filter((m) => variant.blocks.some((b) => m in b.patch_embedding || m in b.patch_embedding_errors));
+  }
+
+  function bindToolbar() {
+    $("sel-reduce").addEventListener("change", (e) => setVariant(Number(e.target.value)));
+    $("sel-stage").addEventListener("change", (e) => select(Number(e.target.value), null));
+    $("sel-block").addEventListener("change", (e) => select(state.stage, Number(e.target.value)));
+    $("sel-route").addEventListener("change", (e) => setRoute(e.target.value));
+    $("sel-image").addEventListener("change", (e) => setImage(e.target.value));
+    $("sel-mode").addEventListener("change", (e) => setMode(e.target.value));
+    $("sel-method").addEventListener("change", (e) => setMethod(e.target.value));
+    $("sel-color").addEventListener("change", (e) => { state.colorBy = e.target.value; render(); });
+    $("chk-path").addEventListener("change", (e) => { state.showPath = e.target.checked; render(); });
+    $("chk-log").addEventListener("change", (e) => { state.logColor = e.target.checked; render(); });
+    $("chk-self").addEventListener("change", (e) => { state.ignoreSelf = e.target.checked; render(); });
+    $("rng-opacity").addEventListener("input", (e) => { state.opacity = Number(e.target.value); render(); });
+    $("btn-clear").addEventListener("click", clearBrush);
+    document.addEventListener("keydown", (e) => { if (e.key === "Escape") clearBrush(); });
+  }
+
+  // ---------- state changes (the toolbar and the test hook share these) ----------
+  function select(stage, block) {
+    const left = sides[0];
+    if (!left.data.stages.includes(stage)) throw new Error(`no stage ${stage}; stages: ${left.data.stages.join(", ")}`);
+    const blocks = blocksOfStage(left, stage).map((b) => b.block);
+    const wanted = block === null || block === undefined ? blocks[0] : block;
+    if (!blocks.includes(wanted)) throw new Error(`stage ${stage} has no block ${wanted}; blocks: ${blocks.join(", ")}`);
+    const previousGrid = currentBlock(left) && currentBlock(left).grid.join("x");
+    state.stage = stage;
+    state.block = wanted;
+    const next = currentBlock(left);
+    if (next.grid.join("x") !== previousGrid) { // patch indices mean nothing on another grid
+      state.patch = centrePatch(next);
+      state.highlighted = new Set();
+    }
+    state.highlightedPoints = new Set();
+    if (!next.views[state.route]) state.route = "merged";
+    render();
+  }
+  function centrePatch(block) { const { H, W } = gridOf(block); return Math.floor(H / 2) * W + Math.floor(W / 2); }
+  function setVariant(index) {
+    if (!sides[0].data.variants[index]) throw new Error(`no reduction #${index}`);
+    state.variant = index;
+    select(state.stage, state.block);
+  }
+  function setRoute(route) {
+    const key = String(route), block = currentBlock(sides[0]);
+    if (!block.views[key]) throw new Error(`route ${key} not in this export; choose merged or 0..${block.route_names.length - 1} when routes are kept`);
+    state.route = key;
+    render();
+  }
+  function setImage(image) {
+    const value = image === "mean" ? "mean" : Number(image);
+    if (value !== "mean" && !(value >= 0 && value < sides[0].data.images.n)) throw new Error(`no image ${image}`);
+    state.image = value;
+    render();
+  }
+  function setMode(mode) {
+    if (mode !== "patches" && mode !== "blocks") throw new Error(`mode must be 'patches' or 'blocks', got ${mode}`);
+    state.mode = mode;
+    render();
+  }
+  function setMethod(method) {
+    if (!data.methods.includes(method)) throw new Error(`projection ${method} was not computed; have ${data.methods.join(", ")}`);
+    state.method = method;
+    render();
+  }
+  function clickPatch(row, col) {
+    const { H, W } = gridOf(currentBlock(sides[0]));
+    if (!(row >= 0 && row < H && col >= 0 && col < W)) throw new Error(`patch (${row}, ${col}) is outside the ${H}x${W} grid`);
+    state.patch = row * W + col;
+    render();
+  }
+  function brush(x0, y0, x1, y1, sideIndex = 0) {
+    const side = sides[sideIndex], points = scatterPoints(side);
+    if (points.reason) throw new Error(points.reason);
+    const [xa, xb] = [Math.min(x0, x1), Math.max(x0, x1)], [ya, yb] = [Math.min(y0, y1), Math.max(y0, y1)];
+    const inside = [];
+    for (let i = 0; i < points.n; i++) {
+      if (points.x[i] >= xa && points.x[i] <= xb && points.y[i] >= ya && points.y[i] <= yb) inside.push(i);
+    }
+    if (points.kind === "patches") state.highlighted = new Set(inside);
+    else state.highlightedPoints = new Set(inside.map((i) => points.meta[i].join(":")));
+    render();
+    return inside;
+  }
+  function clearBrush() {
+    state.highlighted = new Set();
+    state.highlightedPoints = new Set();
+    render();
+  }
+
+  // ---------- layout ----------
+  function buildSide(sideData, index) {
+    const section = document.createElement("section");
+    section.className = "side";
+    section.dataset.side = String(index);
+    section.innerHTML = `
+      <h2></h2>
+      <div class="views">
+        <figure><canvas class="scatter"></canvas><div class="view-notice scatter-note"></div>
+          <div class="legend"></div><figcaption class="scatter-caption"></figcaption></figure>
+        <figure><canvas class="patches"></canvas><div class="colorbar"><span class="cmin"></span><canvas></canvas><span class="cmax"></span></div>
+          <div class="view-notice patch-note"></div><figcaption class="patch-caption"></figcaption></figure>
+        <div class="metrics"><table></table></div>
+      </div>
+      <div class="info"></div>`;
+    section.querySelector("h2").textContent = sideData.label;
+    $("sides").appendChild(section);
+    const q = (selector) => section.querySelector(selector);
+    const side = {
+      data: sideData, root: section, scatter: q("canvas.scatter"), patches: q("canvas.patches"),
+      colorbar: q(".colorbar canvas"), colorMin: q(".cmin"), colorMax: q(".cmax"), legend: q(".legend"),
+      scatterNote: q(".scatter-note"), patchNote: q(".patch-note"), scatterCaption: q(".scatter-caption"),
+      patchCaption: q(".patch-caption"), metrics: q(".metrics table"), info: q(".info"), drag: null,
+    };
+    attachScatter(side);
+    attachPatches(side);
+    return side;
+  }
+
+  function render() {
+    syncToolbar();
+    for (const side of sides) {
+      drawScatter(side);
+      drawPatches(side);
+      drawMetrics(side);
+    }
+  }
+
+  function reportError(message) {
+    explorer.errors.push(message);
+    const notice = $("notice");
+    if (notice) { notice.hidden = false; notice.className = "error"; notice.textContent = `explorer error: ${message}`; }
+  }
+
+  function describe() {
+    const first = data.sides[0];
+    const parts = data.sides.map((s) => `${s.model || "model"} · ${s.ordering || "ordering"} (${s.scheme})`);
+    $("subtitle").textContent = `${parts.join("  vs  ")} · ${first.images.n} probe image(s)`;
+    $("storage").textContent = `Stored within a ${(data.budget_bytes / 1e6).toFixed(1)} MB budget.`;
+    if (data.omitted.length) {
+      const notice = $("notice");
+      notice.hidden = false;
+      notice.textContent = `Not stored (size budget; rebuild with a larger --max-mb to keep them): ${data.omitted.join("; ")}`;
+    }
+  }
+
+  async function start() {
+    data = JSON.parse($("explorer-data").textContent);
+    arrays = await decodeArrays(data.arrays, base64Bytes($("explorer-binary").textContent.trim()));
+    data.sides.forEach((sideData, i) => sides.push(buildSide(sideData, i)));
+    const left = sides[0];
+    state.stage = left.data.stages[0];
+    const first = blocksOfStage(left, state.stage)[0];
+    state.block = first.block;
+    state.patch = centrePatch(first);
+    state.method = methodsOf(variantOf(left))[0] || data.methods[0];
+    bindToolbar();
+    describe();
+    render();
+    explorer.readyAt = performance.now();
+    explorer.ready = true;
+    document.documentElement.dataset.ready = "true";
+  }
+
+  // ---------- test hook ----------
+  Object.defineProperties(explorer, {
+    state: {
+      get: () => ({ ...state, highlighted: [...state.highlighted].sort((a, b) => a - b), highlightedPoints: [...state.highlightedPoints].sort() }),
+    },
+    sideCount: { get: () => sides.length },
+  });
+  Object.assign(explorer, {
+    select, setVariant, setRoute, setImage, setMode, setMethod, clickPatch, brush, clearBrush,
+    setColorBy(c) { state.colorBy = c; render(); },
+    setPath(on) { state.showPath = Boolean(on); render(); },
+    setLogColor(on) { state.logColor = Boolean(on); render(); },
+    heatmapValues(sideIndex = 0) { const h = heatmap(sides[sideIndex]); return h.values ? Array.from(h.values) : null; },
+    heatmapReason(sideIndex = 0) { return heatmap(sides[sideIndex]).reason || null; },
+    highlightedPatches() { return [...state.highlighted].sort((a, b) => a - b); },
+    highlightedPoints() { return [...state.highlightedPoints].sort(); },
+    scatterPoints(sideIndex = 0) {
+      const p = scatterPoints(sides[sideIndex]);
+      return p.reason ? null : { x: Array.from(p.x), y: Array.from(p.y), kind: p.kind, meta: p.meta || null };
+    },
+    dataToClient(sideIndex, x, y) {
+      const side = sides[sideIndex], rect = side.scatter.getBoundingClientRect(), [px, py] = side.layout.toPx(x, y);
+      return { x: rect.left + px, y: rect.top + py };
+    },
+    metrics(sideIndex = 0) { const b = currentBlock(sides[sideIndex]); return b ? b.metrics : null; },
+    notices(sideIndex = 0) {
+      const s = sides[sideIndex];
+      return { scatter: s.scatterNote.textContent, patches: s.patchNote.textContent, page: $("notice").hidden ? "" : $("notice").textContent };
+    },
+  });
+
+  start().catch((error) => reportError(error && error.stack ? error.stack : String(error)));
+})();

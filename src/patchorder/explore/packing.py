@@ -1,0 +1,124 @@
+"""Binary payload of the report: typed arrays, each deflated on its own, concatenated and base64-encoded once.
+
+The page decodes the base64 string once, then inflates each array with the browser's built-in
+``DecompressionStream("deflate")`` (zlib format, what :func:`zlib.compress` writes). Arrays are compressed one by
+one so the report builder knows each array's exact cost while it decides what fits the size budget.
+
+Attention matrices use one of two encodings (``encode_matrix``):
+  ``log8``  non-negative values: uint8 codes on a log scale relative to each row's maximum (one float32 scale
+           per row). Code 0 is "below floor * row max"; codes 1..255 span [floor, 1] * row max geometrically,
+           so every value at or above the floor comes back within a relative error of ``log8_relative_error``.
+  ``f16``   anything else (signed reductions): float16 of value / max|value| with one float32 scale per matrix.
+"""
+from __future__ import annotations
+
+import base64
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Type tags the page understands, and the numpy dtype each one is stored as (little-endian).
+DTYPES = {"u8": np.dtype("<u1"), "i32": np.dtype("<i4"), "f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
+# Arrays smaller than this are stored raw: inflating them would cost more than it saves.
+MIN_COMPRESS_BYTES = 256
+LOG8_LEVELS = 254  # codes 1..255
+
+
+def log8_step(floor: float) -> float:
+    """Ratio between two consecutive log8 codes."""
+    return float(floor) ** (-1.0 / LOG8_LEVELS)
+
+
+def log8_relative_error(floor: float) -> float:
+    """Largest relative error of a log8-coded value at or above ``floor`` times its row's maximum."""
+    return float(np.sqrt(log8_step(floor)) - 1.0)
+
+
+def quantise_log8(matrix: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (uint8, same shape) and per-row scales (float32, shape[:-1]) for a non-negative array."""
+    if not 0.0 < floor < 1.0:
+        raise ValueError(f"log8 floor must be in (0, 1), got {floor}")
+    values = np.asarray(matrix, dtype=np.float64)
+    if values.size and values.min() < 0:
+        raise ValueError("log8 encodes non-negative values only; use the f16 encoding for signed attention")
+    scales = values.max(axis=-1).astype(np.float32)
+    safe = np.where(scales > 0, scales, 1.0)[..., None].astype(np.float64)
+    with np.errstate(divide="ignore"):
+        position = LOG8_LEVELS + 1 + LOG8_LEVELS * np.log(values / safe) / -np.log(floor)
+    codes = np.rint(np.nan_to_num(position, neginf=0.0))
+    codes[codes < 1] = 0  # below the floor
+    return np.clip(codes, 0, 255).astype(np.uint8), scales
+
+
+def dequantise_log8(codes: np.ndarray, scales: np.ndarray, floor: float) -> np.ndarray:
+    """Inverse of :func:`quantise_log8` (float32), exactly as the page computes it."""
+    factors = np.exp(np.log(floor) * (LOG8_LEVELS + 1 - np.arange(256)) / LOG8_LEVELS)
+    factors[0] = 0.0
+    return (factors[codes] * scales[..., None]).astype(np.float32)
+
+
+@dataclass
+class Packer:
+    """Collects arrays; each call to :meth:`add` returns the integer id the JSON payload refers to."""
+
+    level: int = 6
+    entries: list[dict] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    offset: int = 0
+
+    def add(self, array: np.ndarray, tag: str) -> int:
+        data = np.ascontiguousarray(array, dtype=DTYPES[tag])
+        raw = data.tobytes()
+        compressed = len(raw) >= MIN_COMPRESS_BYTES
+        stored = zlib.compress(raw, self.level) if compressed else raw
+        if compressed and len(stored) >= len(raw):  # incompressible: keep it raw
+            stored, compressed = raw, False
+        self.entries.append({"t": tag, "n": int(data.size), "o": self.offset, "z": len(stored), "c": int(compressed)})
+        self.chunks.append(stored)
+        self.offset += len(stored)
+        return len(self.entries) - 1
+
+    def truncate(self, count: int) -> None:
+        """Forget every array added after the first ``count`` (a view that did not fit the budget)."""
+        del self.entries[count:], self.chunks[count:]
+        self.offset = sum(len(c) for c in self.chunks)
+
+    def cost(self, array_id: int) -> int:
+        """Bytes this array adds to the HTML file (base64 inflates by 4/3)."""
+        return (self.entries[array_id]["z"] * 4 + 2) // 3
+
+    def encoded(self) -> str:
+        return base64.b64encode(b"".join(self.chunks)).decode("ascii")
+
+    def encoded_size(self) -> int:
+        return 4 * ((self.offset + 2) // 3)
+
+
+def encode_matrix(packer: Packer, values: np.ndarray, encoding: str, floor: float) -> dict:
+    """Store an (..., L) float array; returns the JSON reference the page decodes (see module docstring)."""
+    values = np.asarray(values, dtype=np.float32)
+    if encoding == "log8":
+        codes, scales = quantise_log8(values, floor)
+        return {"enc": "log8", "floor": floor, "codes": packer.add(codes, "u8"), "scales": packer.add(scales, "f32")}
+    if encoding == "f16":
+        peak = float(np.abs(values).max()) if values.size else 0.0
+        scale = peak if peak > 0 else 1.0
+        return {"enc": "f16", "scale": scale, "values": packer.add(values / scale, "f16")}
+    raise ValueError(f"unknown matrix encoding {encoding!r}; use 'log8' or 'f16'")
+
+
+def decode_matrix(packer: Packer, ref: dict, shape: tuple[int, ...]) -> np.ndarray:
+    """Python inverse of :func:`encode_matrix` (used by tests and for checking a payload)."""
+
+    def unpack(array_id: int) -> np.ndarray:
+        entry = packer.entries[array_id]
+        stored = packer.chunks[array_id]
+        raw = zlib.decompress(stored) if entry["c"] else stored
+        return np.frombuffer(raw, dtype=DTYPES[entry["t"]])
+
+    if ref["enc"] == "log8":
+        codes = unpack(ref["codes"]).reshape(shape)
+        scales = unpack(ref["scales"]).reshape(shape[:-1])
+        return dequantise_log8(codes, scales, ref["floor"])
+    return (unpack(ref["values"]).astype(np.float32) * np.float32(ref["scale"])).reshape(shape)

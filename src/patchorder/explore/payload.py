@@ -1,0 +1,232 @@
+"""The data a report embeds: what each view needs from one or two exports, within a file-size budget.
+
+Always stored, for every block: the image-mean attention of the merged block (sum over routes when the export
+keeps routes apart), block and patch embeddings (every method asked for), the block's metrics, its routes and
+the probe images. Then, while the file stays under ``max_bytes``, the optional views, cheapest tier first and
+smallest matrices first inside a tier: per-image merged matrices, per-route means, per-route per-image matrices.
+What does not fit is listed in ``omitted`` and the page says so where the user would look for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from patchorder.attention.export import AttentionExport, BlockAttention
+from patchorder.explore import analyses
+from patchorder.explore.packing import Packer, encode_matrix
+
+ROUTE_NAMES = {
+    "cross4": ["forward", "transposed", "reverse", "transposed reverse"],
+    "bidirectional": ["forward", "reverse"],
+    "single": ["forward"],
+}
+
+
+@dataclass
+class Options:
+    methods: tuple[str, ...] = ("pca", "tsne", "umap")
+    seed: int = 0
+    encoding: str = "auto"  # "auto": log8 for non-negative blocks, f16 for signed ones; or force "f16"
+    floor: float = 1e-4  # log8: smallest value kept, relative to its row's maximum
+    max_bytes: int = 15_000_000
+
+
+@dataclass
+class _Candidate:
+    """An optional view waiting for room in the budget."""
+
+    tier: int
+    size: int  # number of stored values, to try small ones first
+    view: dict
+    slot: str  # "mean" or "images"
+    values: np.ndarray
+    encoding: str
+    floor: float
+    description: str
+
+
+def route_names(scheme: str, count: int) -> list[str]:
+    names = ROUTE_NAMES.get(scheme, [])
+    return names if len(names) == count else [f"route {k}" for k in range(count)]
+
+
+def image_names(export: AttentionExport) -> list[str]:
+    names = []
+    for n in range(len(export.images)):
+        label = export.labels[n] if n < len(export.labels) else None
+        if label is None:
+            names.append(f"image {n}")
+        elif export.class_names and 0 <= label < len(export.class_names):
+            names.append(f"image {n}: {export.class_names[label]}")
+        else:
+            names.append(f"image {n}: class {label}")
+    return names
+
+
+def merged_attention(block: BlockAttention) -> np.ndarray:
+    """(N, L, L): the block's merged attention, or the sum of its route matrices when the export keeps routes apart.
+
+    The sum equals the merged attention for linear reductions ("mean"); for "mean_abs" it bounds it from above
+    (routes are merged per channel before the absolute value), and the page labels it as a sum of routes.
+    """
+    return block.attn if block.merged else block.attn.sum(axis=1)
+
+
+def check_compatible(exports: Sequence[AttentionExport], labels: Sequence[str], what: str) -> None:
+    """Exports shown together must agree on blocks, grids and probe images, or linked selection means nothing."""
+    first = exports[0]
+    layout = [(b.key, tuple(b.grid)) for b in first.blocks]
+    for export, label in zip(exports[1:], labels[1:]):
+        other = [(b.key, tuple(b.grid)) for b in export.blocks]
+        if other != layout:
+            raise ValueError(
+                f"cannot show {label} with {labels[0]} as {what}: their blocks/grids differ "
+                f"({other} vs {layout}); export the same blocks of the same architecture")
+        if export.images.shape != first.images.shape:
+            raise ValueError(
+                f"cannot show {label} with {labels[0]} as {what}: probe images differ in shape "
+                f"({export.images.shape} vs {first.images.shape}); export both with the same probe batch")
+
+
+def _encoding_for(block: BlockAttention, options: Options) -> str:
+    if options.encoding == "f16":
+        return "f16"
+    if options.encoding not in ("auto", "log8"):
+        raise ValueError(f"unknown encoding {options.encoding!r}; use 'auto', 'log8' or 'f16'")
+    signed = block.attn.size > 0 and float(block.attn.min()) < 0
+    if signed and options.encoding == "log8":
+        raise ValueError(f"block {block.key} has negative attention values: log8 cannot store them; use 'auto'")
+    return "f16" if signed else "log8"
+
+
+def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttention, options: Options,
+                   metrics: dict, candidates: list[_Candidate], where: str) -> dict:
+    encoding = _encoding_for(block, options)
+    merged = merged_attention(block)
+    height, width = block.grid
+    names = route_names(export.scheme, int(block.routes.shape[0]))
+    views = {"merged": {"mean": encode_matrix(packer, merged.mean(axis=0), encoding, options.floor), "images": None}}
+    candidates.append(_Candidate(1, merged.size, views["merged"], "images", merged, encoding, options.floor,
+                                 f"{where} {block.key}: per-image matrices (merged)"))
+    if not block.merged:
+        for k, name in enumerate(names):
+            view = views[str(k)] = {"mean": None, "images": None}
+            per_route = block.attn[:, k]
+            candidates.append(_Candidate(2, per_route[0].size, view, "mean", per_route.mean(axis=0), encoding,
+                                         options.floor, f"{where} {block.key}: image-mean of route {name}"))
+            candidates.append(_Candidate(3, per_route.size, view, "images", per_route, encoding, options.floor,
+                                         f"{where} {block.key}: per-image matrices of route {name}"))
+    patch_coords, patch_errors = {}, {}
+    for method in options.methods:
+        try:
+            coords = analyses.patch_embedding(export, block.stage, block.block, method, options.seed)
+            patch_coords[method] = packer.add(coords, "f32")
+        except analyses.EmbeddingUnavailable as error:
+            patch_errors[method] = str(error)
+    return {
+        "stage": block.stage, "block": block.block, "key": block.key, "grid": [height, width],
+        "routes": packer.add(block.routes, "i32"), "route_names": names, "encoding": encoding,
+        "views": views, "summed_routes": not block.merged, "patch_embedding": patch_coords, "patch_embedding_errors": patch_errors,
+        "metrics": metrics.get((block.stage, block.block), {}),
+    }
+
+
+def _stage_embeddings(packer: Packer, export: AttentionExport, options: Options) -> dict:
+    stages = {}
+    for stage in export.stages():
+        entry = {"points": None, "coords": {}, "errors": {}}
+        for method in options.methods:
+            try:
+                points, coords = analyses.block_embedding(export, stage, method, options.seed)
+            except analyses.EmbeddingUnavailable as error:
+                entry["errors"][method] = str(error)
+                continue
+            entry["points"] = [[int(b), int(n)] for b, n in points]
+            entry["coords"][method] = packer.add(coords, "f32")
+        stages[str(stage)] = entry
+    return stages
+
+
+def _variant_payload(packer: Packer, export: AttentionExport, options: Options,
+                     candidates: list[_Candidate], where: str) -> dict:
+    metrics = analyses.block_metrics(export)
+    return {
+        "reduce": export.reduce, "merge": export.merge,
+        "blocks": [_block_payload(packer, export, b, options, metrics, candidates, where) for b in export.blocks],
+        "block_embeddings": _stage_embeddings(packer, export, options),
+        "metric_names": analyses.metric_names(metrics),
+    }
+
+
+def _side_payload(packer: Packer, exports: Sequence[AttentionExport], label: str, options: Options,
+                  candidates: list[_Candidate], where: str) -> dict:
+    first = exports[0]
+    reduces = [e.reduce for e in exports]
+    if len(set(reduces)) != len(reduces):
+        raise ValueError(f"{label}: several exports share a reduction ({reduces}); give one export per reduction")
+    images = np.asarray(first.images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{label}: probe images must be uint8 (N, H, W, 3), got shape {images.shape}")
+    return {
+        "label": label, "model": first.model, "ordering": first.ordering, "scheme": first.scheme,
+        "images": {"n": int(images.shape[0]), "h": int(images.shape[1]), "w": int(images.shape[2]),
+                   "pixels": packer.add(images, "u8")},
+        "image_names": image_names(first),
+        "stages": first.stages(),
+        "variants": [_variant_payload(packer, e, options, candidates, where) for e in exports],
+    }
+
+
+def build_payload(sides: Sequence[tuple[Sequence[AttentionExport], str]], options: Options,
+                  fixed_bytes: int) -> tuple[dict, Packer]:
+    """JSON payload + packed arrays for one or two sides, each a list of exports (one per reduction) and a label.
+
+    ``fixed_bytes`` is what the page costs without data (template, script, style), counted against the budget.
+    """
+    for exports, label in sides:
+        if not exports:
+            raise ValueError(f"{label}: no exports given")
+        for export in exports:
+            if not export.blocks:
+                raise ValueError(f"{label}: the export holds no blocks; export at least one block's attention")
+        check_compatible(exports, [label] * len(exports), "another reduction")
+    if len(sides) == 2:
+        check_compatible([sides[0][0][0], sides[1][0][0]], [sides[0][1], sides[1][1]], "a comparison")
+    packer = Packer()
+    candidates: list[_Candidate] = []
+    names = ["left", "right"] if len(sides) == 2 else [""]
+    payload = {
+        "version": 1,
+        "sides": [_side_payload(packer, exports, label, options, candidates, where)
+                  for (exports, label), where in zip(sides, names)],
+    }
+    omitted = _fill_budget(packer, candidates, options.max_bytes - fixed_bytes - _json_size(payload))
+    payload["omitted"] = omitted
+    payload["budget_bytes"] = options.max_bytes
+    return payload, packer
+
+
+def _json_size(payload: dict) -> int:
+    import json
+
+    return len(json.dumps(payload))
+
+
+def _fill_budget(packer: Packer, candidates: list[_Candidate], room: int) -> list[str]:
+    """Add optional views cheapest tier first, smallest first, while the file stays within ``room`` bytes."""
+    omitted = []
+    used = packer.encoded_size()
+    json_per_view = 120  # the JSON reference of one stored view, generously
+    for candidate in sorted(candidates, key=lambda c: (c.tier, c.size)):
+        mark = len(packer.entries)
+        ref = encode_matrix(packer, candidate.values, candidate.encoding, candidate.floor)
+        added = sum(packer.cost(i) for i in range(mark, len(packer.entries))) + json_per_view
+        if used + added > room:
+            packer.truncate(mark)
+            omitted.append(candidate.description)
+            continue
+        used += added
+        candidate.view[candidate.slot] = ref
+    return omitted

@@ -1,0 +1,103 @@
+"""Assemble the explorer: template + inlined style and script + embedded data, written as one HTML file."""
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from patchorder.attention.export import AttentionExport
+from patchorder.explore.packing import Packer
+from patchorder.explore.payload import Options, build_payload
+from patchorder.explore.source import load_export
+
+ASSETS = Path(__file__).parent
+MARKER = re.compile(r"@@(TITLE|CSS|JS|DATA|BINARY)@@")
+# Colour maps the page uses, sampled from matplotlib so they match the rest of the project's figures.
+COLORMAPS = {"heat": "inferno", "column": "turbo", "position": "viridis"}
+
+Source = AttentionExport | str | Path
+
+
+def _colormaps() -> dict:
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    tables = {key: (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(int).ravel().tolist()
+              for key, name in COLORMAPS.items()}
+    tables["blocks"] = [to_hex(c) for c in colormaps["tab10"].colors]
+    return tables
+
+
+def _asset(name: str) -> str:
+    return (ASSETS / name).read_text(encoding="utf-8")
+
+
+def render(payload: dict, packer: Packer, title: str) -> str:
+    """The report's HTML text for a payload built by :func:`build_payload`."""
+    data = dict(payload, arrays=packer.entries)
+    # "<" escaped so no string in the data (a label, a class name) can close the <script> element.
+    parts = {
+        "TITLE": html.escape(title), "CSS": _asset("explorer.css"), "JS": _asset("explorer.js"),
+        "DATA": json.dumps(data, separators=(",", ":")).replace("<", "\\u003c"), "BINARY": packer.encoded(),
+    }
+    return MARKER.sub(lambda m: parts[m.group(1)], _asset("template.html"))
+
+
+def _shell_bytes() -> int:
+    return sum(len(_asset(name).encode()) for name in ("template.html", "explorer.css", "explorer.js")) + 40_000
+
+
+def _load_side(sources: Source | Sequence[Source]) -> tuple[list[AttentionExport], str]:
+    items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
+    loaded = [load_export(item) for item in items]
+    exports = [export for export, _ in loaded]
+    first = exports[0]
+    where = loaded[0][1]
+    label = " · ".join(x for x in (first.model, first.ordering or "unknown ordering", where) if x)
+    return exports, label
+
+
+def build_report(export_or_path: Source | Sequence[Source], out_path: str | Path,
+                 compare: Source | Sequence[Source] | None = None, *, title: str | None = None,
+                 methods: Sequence[str] = ("pca", "tsne", "umap"), seed: int = 0, max_mb: float = 15.0,
+                 encoding: str = "auto", floor: float = 1e-4) -> Path:
+    """Write the interactive attention explorer for an export (or run directory) to ``out_path``.
+
+    ``export_or_path``: an AttentionExport, an .npz written by ``export.save``, a run directory (its newest
+    ``**/attention*.npz``), or a list of these that differ only in reduction (the page's reduction selector).
+    ``compare``: the same for a second export shown side by side with linked selection (another ordering or
+    checkpoint of the same architecture, same probe images). ``max_mb``: size budget in MB (10^6 bytes); the
+    image-mean merged attention of every block is always stored, optional views only while they fit.
+    ``encoding``: "auto" (uint8 log scale for non-negative attention, float16 for signed), or "f16".
+    ``floor``: smallest value the log scale keeps, relative to its row's maximum.
+    """
+    if max_mb <= 0:
+        raise ValueError(f"max_mb must be positive, got {max_mb}")
+    unknown = sorted(set(methods) - {"pca", "tsne", "umap"})
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty subset of pca, tsne, umap; got {list(methods)}")
+    sides = [_load_side(export_or_path)]
+    if compare is not None:
+        sides.append(_load_side(compare))
+    options = Options(methods=tuple(methods), seed=seed, encoding=encoding, floor=floor,
+                      max_bytes=int(max_mb * 1e6))
+    payload, packer = build_payload(sides, options, fixed_bytes=_shell_bytes())
+    payload["methods"] = list(methods)
+    payload["colormaps"] = _colormaps()
+    if title is None:
+        title = "Attention explorer: " + "  vs  ".join(label.split(" · ")[0] for _, label in sides)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(render(payload, packer, title), encoding="utf-8")
+    return out_path
+
+
+def to_wandb_html(report_path: str | Path):
+    """The report as a ``wandb.Html`` media object, unchanged (no stylesheet injected; it is self-contained)."""
+    import wandb
+
+    return wandb.Html(Path(report_path), inject=False)
