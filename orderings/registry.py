@@ -88,9 +88,18 @@ def resolve(spec: Any) -> Ordering:
     if isinstance(spec, type) and issubclass(spec, Ordering):
         return spec()
     if hasattr(spec, "keys") and "_target_" in spec:
+        from hydra.errors import InstantiationException
         from hydra.utils import instantiate
 
-        return resolve(instantiate(spec))
+        try:
+            built = instantiate(spec)
+        except InstantiationException as error:
+            cause = error.__cause__
+            reason = str(cause) if isinstance(cause, OrderingError) else str(error)
+            raise OrderingError(
+                f"cannot build the ordering _target_ {spec['_target_']!r}: {reason}"
+            ) from error
+        return resolve(built)
     if hasattr(spec, "keys") and "name" in spec:
         params = {k: v for k, v in dict(spec).items() if k != "name"}
         return get(spec["name"], **params)
