@@ -18,6 +18,10 @@ roughly square ones run along the short, even side instead (ending at its far en
 even-length part first and finish on a nearly square part that runs along the short side. Result: every
 step is a 4-neighbour step on every grid; the tests check all grids up to 20x20 exhaustively and random
 grids up to 64x64 (all grids up to 64x64 were checked when this was written). There are no exceptions.
+
+Transposition. The curve of a tall grid is the transposed curve of the wide one (it always runs along the long
+side), so on non-square grids the ``cross4`` route "ordering on the transposed grid" equals the forward route;
+only on square grids is it a different (mirrored) curve.
 """
 from __future__ import annotations
 

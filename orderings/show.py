@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import operator
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
@@ -60,7 +59,8 @@ def draw_path(ax: Axes, perm: Sequence[int], height: int, width: int, title: str
                   zorder=2)
     # Text and markers scale with the drawn size of one cell (in points), so any grid stays legible.
     cell_points = 72 * ax.get_position().height * ax.figure.get_figheight() / max(height, width)
-    if numbers if numbers is not None else perm.size <= MAX_NUMBERED_CELLS:
+    show_numbers = perm.size <= MAX_NUMBERED_CELLS if numbers is None else numbers
+    if show_numbers:
         for index in range(perm.size):
             r, c = divmod(index, width)
             ax.text(c - 0.45, r - 0.45, str(position[index]), fontsize=max(2.5, 0.33 * cell_points),
