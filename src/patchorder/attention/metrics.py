@@ -1,0 +1,229 @@
+"""Numbers for what the seed paper only looked at: how far, how local, how sequence-bound a block attends.
+
+All functions take patch-space attention as exported (rows = query patch, columns = key patch, raster order)
+with any leading dimensions (images, routes). Row weights are |attn| normalised to sum 1 per row; rows with no
+mass are left out. Results are plain floats / lists so they can go to JSON, W&B and the HTML explorer.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from patchorder.attention.export import AttentionExport, BlockAttention
+
+SIMILARITIES = ("cosine", "pearson")
+
+
+def grid_coordinates(grid: Sequence[int]) -> np.ndarray:
+    """(L, 2) float (row, column) of each raster patch index."""
+    height, width = grid
+    rows, cols = np.divmod(np.arange(height * width), width)
+    return np.stack([rows, cols], axis=1).astype(np.float64)
+
+
+def _matrices(attn: np.ndarray, grid: Sequence[int]) -> np.ndarray:
+    """(M, L, L) view of (..., L, L) attention, checked against the grid."""
+    attn = np.asarray(attn)
+    L = grid[0] * grid[1]
+    if attn.ndim < 2 or attn.shape[-1] != L or attn.shape[-2] != L:
+        raise ValueError(f"attention must be (..., {L}, {L}) for grid {tuple(grid)}, got {attn.shape}")
+    return attn.reshape(-1, L, L)
+
+
+def _row_values(attn: np.ndarray, grid: Sequence[int], kernel: np.ndarray) -> np.ndarray:
+    """(M, L): sum_k w[q, k] kernel[q, k] with w = |row| / row mass, per matrix and query; NaN for rows without mass.
+
+    One matrix at a time in float64, so memory stays O(L^2) whatever the number of images.
+    """
+    out = []
+    for matrix in _matrices(attn, grid):
+        w = np.abs(matrix.astype(np.float64))
+        mass = w.sum(axis=1)
+        value = np.einsum("qk,qk->q", w, kernel)
+        out.append(np.where(mass > 0, value / np.where(mass > 0, mass, 1.0), np.nan))
+    return np.stack(out)
+
+
+def _mean_over_rows(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _pairwise_distance(grid: Sequence[int]) -> np.ndarray:
+    xy = grid_coordinates(grid)
+    return np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
+
+
+def _chebyshev_within(grid: Sequence[int], radius: int) -> np.ndarray:
+    xy = grid_coordinates(grid)
+    return (np.abs(xy[:, None, :] - xy[None, :, :]).max(-1) <= radius).astype(np.float64)
+
+
+def distance_map(attn: np.ndarray, grid: Sequence[int]) -> np.ndarray:
+    """(L,) per query patch: attention-weighted mean Euclidean distance to its keys, averaged over images."""
+    values = _row_values(attn, grid, _pairwise_distance(grid))
+    counts = np.isfinite(values).sum(axis=0)
+    return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
+
+
+def attention_distance(attn: np.ndarray, grid: Sequence[int]) -> float:
+    """Mean over query rows (and images) of the attention-weighted query-key distance, in patch units."""
+    return _mean_over_rows(_row_values(attn, grid, _pairwise_distance(grid)))
+
+
+def neighbour_mass(attn: np.ndarray, grid: Sequence[int], radius: int = 1) -> float:
+    """Mean over rows of the fraction of a row's mass on keys within Chebyshev distance ``radius`` of the query."""
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    return _mean_over_rows(_row_values(attn, grid, _chebyshev_within(grid, radius)))
+
+
+def sequence_coherence(attn: np.ndarray, route: np.ndarray, max_pairs: int = 500_000, seed: int = 0) -> float:
+    """Spearman correlation, over patch pairs, of their distance in the scan sequence and 1 - cosine of their rows.
+
+    ``route`` is the sequence whose distances are used (the ordering's forward route, routes[0]); rows are
+    averaged over leading dims first. High values: patches close in the scan attend alike. Pairs are all
+    p < q, or ``max_pairs`` of them drawn with ``seed`` when there are more. Dissimilarities are rounded to
+    1e-9 so that rows equal up to floating-point rounding count as ties.
+    """
+    route = np.asarray(route).astype(np.int64)
+    L = route.shape[0]
+    matrices = _matrices(attn, (1, L))
+    mean_rows = sum(np.abs(m.astype(np.float64)) for m in matrices) / len(matrices)
+    norms = np.linalg.norm(mean_rows, axis=1)
+    live = np.nonzero(norms > 0)[0]
+    if len(live) < 3:
+        return float("nan")
+    unit = mean_rows[live] / norms[live, None]
+    position = np.empty(L, dtype=np.int64)
+    position[route] = np.arange(L)
+    n = len(live)
+    total = n * (n - 1) // 2
+    if total <= max_pairs:
+        p, q = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(seed)
+        p, q = rng.integers(0, n, size=(2, max_pairs))
+        keep = p != q
+        p, q = p[keep], q[keep]
+    dissimilarity = np.round(1.0 - np.einsum("pk,pk->p", unit[p], unit[q]), 9)
+    seq_distance = np.abs(position[live[p]] - position[live[q]])
+    if np.ptp(dissimilarity) == 0:
+        return float("nan")  # every row alike: no ranking to correlate
+    return float(spearmanr(seq_distance, dissimilarity).statistic)
+
+
+def matrix_similarity(a: np.ndarray, b: np.ndarray, method: str = "cosine") -> float:
+    """Cosine or Pearson similarity of two attention arrays of the same shape, flattened."""
+    if method not in SIMILARITIES:
+        raise ValueError(f"unknown similarity {method!r}; choose one of {', '.join(map(repr, SIMILARITIES))}")
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare attention arrays of {a.size} and {b.size} values: grids differ")
+    if method == "pearson":
+        a, b = a - a.mean(), b - b.mean()
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / denom) if denom > 0 else float("nan")
+
+
+def mean_attention(block: BlockAttention) -> np.ndarray:
+    """(L, L): the block's attention averaged over images, routes summed when the export keeps them apart."""
+    attn = block.attn if block.merged else block.attn.sum(axis=1)
+    return attn.mean(axis=0)
+
+
+def block_similarity_matrix(export: AttentionExport, stage: int, method: str = "cosine") -> tuple[list[str], np.ndarray]:
+    """Similarity between every pair of blocks of one stage (image-averaged matrices): (keys, (B, B))."""
+    blocks = [b for b in export.blocks if b.stage == stage]
+    if not blocks:
+        raise ValueError(f"the export has no block in stage {stage}; it has stages {export.stages()}")
+    means = [mean_attention(b) for b in blocks]
+    sim = np.array([[matrix_similarity(x, y, method) for y in means] for x in means])
+    return [b.key for b in blocks], sim
+
+
+def block_metrics(block: BlockAttention, radii: Sequence[int] = (1, 2), max_pairs: int = 500_000) -> dict:
+    """One row of :func:`metrics_table` for one block."""
+    attn = block.attn if block.merged else block.attn.sum(axis=1)  # (N, L, L)
+    grid = tuple(block.grid)
+    distance = attention_distance(attn, grid)
+    baseline = float(_pairwise_distance(grid).mean())  # uniform attention over the whole grid
+    row = {
+        "key": block.key, "stage": block.stage, "block": block.block, "grid": list(grid),
+        "ordering": block.ordering, "distance": distance,
+        "distance_relative": distance / baseline if baseline > 0 else float("nan"),
+    }
+    for r in radii:
+        row[f"neighbour_mass_r{r}"] = neighbour_mass(attn, grid, r)
+    row["coherence"] = sequence_coherence(attn, block.routes[0], max_pairs=max_pairs)
+    row["coherence_route"] = 0
+    return row
+
+
+def metrics_table(export: AttentionExport, radii: Sequence[int] = (1, 2), max_pairs: int = 500_000) -> list[dict]:
+    """One JSON-friendly row per block: stage, block, distance, neighbour_mass_r1, coherence, similarity, ...
+
+    ``similarity_previous`` is the cosine similarity with the previous block of the same stage (None for the
+    first). NaN values (e.g. a block without attention mass) become None.
+    """
+    rows = []
+    previous: dict[int, np.ndarray] = {}
+    for block in sorted(export.blocks, key=lambda b: (b.stage, b.block)):
+        row = block_metrics(block, radii, max_pairs)
+        mean = mean_attention(block)
+        prev = previous.get(block.stage)
+        row["similarity_previous"] = None if prev is None else matrix_similarity(prev, mean)
+        previous[block.stage] = mean
+        rows.append(_json_ready(row))
+    return rows
+
+
+def stage_summary(rows: list[dict]) -> list[dict]:
+    """Per stage: the mean over its blocks of every numeric column of :func:`metrics_table`."""
+    out = []
+    for stage in sorted({r["stage"] for r in rows}):
+        members = [r for r in rows if r["stage"] == stage]
+        summary = {"stage": stage, "blocks": len(members), "grid": members[0]["grid"]}
+        for name, value in members[0].items():
+            if name in ("stage", "block", "coherence_route") or not isinstance(value, (int, float)) and value is not None:
+                continue
+            values = [m[name] for m in members if isinstance(m.get(name), (int, float))]
+            summary[name] = float(np.mean(values)) if values else None
+        out.append(_json_ready(summary))
+    return out
+
+
+def compare_exports(a: AttentionExport, b: AttentionExport) -> list[dict]:
+    """The same blocks under two exports (two orderings or checkpoints): similarity and metric differences."""
+    rows_a = {r["key"]: r for r in metrics_table(a)}
+    rows_b = {r["key"]: r for r in metrics_table(b)}
+    out = []
+    for block_a in a.blocks:
+        block_b = next((x for x in b.blocks if x.key == block_a.key), None)
+        if block_b is None or tuple(block_b.grid) != tuple(block_a.grid):
+            continue
+        mean_a, mean_b = mean_attention(block_a), mean_attention(block_b)
+        row = {"key": block_a.key, "stage": block_a.stage, "block": block_a.block,
+               "ordering_a": block_a.ordering, "ordering_b": block_b.ordering,
+               "cosine": matrix_similarity(mean_a, mean_b, "cosine"),
+               "pearson": matrix_similarity(mean_a, mean_b, "pearson")}
+        for name in ("distance", "neighbour_mass_r1", "coherence"):
+            va, vb = rows_a[block_a.key].get(name), rows_b[block_a.key].get(name)
+            row[f"{name}_a"], row[f"{name}_b"] = va, vb
+        out.append(_json_ready(row))
+    if not out:
+        raise ValueError("the two exports share no block with the same stage, block and grid; nothing to compare")
+    return out
+
+
+def _json_ready(row: dict) -> dict:
+    def clean(v):
+        if isinstance(v, (np.floating, float)):
+            return None if math.isnan(float(v)) else float(v)
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+
+    return {k: clean(v) for k, v in row.items()}
