@@ -1,0 +1,29 @@
+"""Errors a user can cause in a training or evaluation run; every message says what was wrong and how to fix it."""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A setting in the Hydra config cannot work; raised before any training starts."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+
+    def __init__(self, step: int, epoch: int, batch_idx: int, value: float, last_checkpoint: str | None = None):
+        self.step, self.epoch, self.batch_idx, self.value = step, epoch, batch_idx, value
+        self.last_checkpoint = last_checkpoint
+        kept = (
+            f"The last good checkpoint is kept unchanged: {last_checkpoint}."
+            if last_checkpoint
+            else "No checkpoint had been written yet."
+        )
+        super().__init__(
+            f"training stopped: the loss is {value} at global step {step} (epoch {epoch}, batch {batch_idx}). "
+            f"{kept} Advice: lower the learning rate (module.optimizer.lr=...), keep gradient clipping on "
+            f"(trainer.gradient_clip_val=5.0), lengthen the warmup (module.scheduler.warmup_epochs=...), "
+            f"and check the data for NaN/Inf pixels or wrong normalisation."
+        )
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """A checkpoint was about to be written with NaN/Inf weights; refusing keeps the previous good file."""

@@ -1,0 +1,194 @@
+"""The LightningModule: a timm-built VMamba trained for classification with a chosen patch ordering.
+
+Everything needed to rebuild the model later (model preset, ordering, data config, class names) is saved in the
+checkpoint's ``hyper_parameters``, so ``eval.py ckpt_path=...`` needs nothing else.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import timm
+import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from patchorder.training import optim
+from patchorder.training.config import build_ordering
+from patchorder.training.errors import NonFiniteLossError, NonFiniteWeightsError
+
+
+def create_model(model_cfg: dict, ordering_cfg: Any, num_classes: int, in_chans: int = 3) -> nn.Module:
+    """timm.create_model for a model config {name, scan_scheme, drop_path_rate, kwargs} and an ordering config."""
+    import patchorder.models  # noqa: F401  registers the VMamba presets with timm
+
+    kwargs = dict(model_cfg.get("kwargs") or {})
+    if model_cfg.get("scan_scheme") is not None:
+        kwargs["scan_scheme"] = model_cfg["scan_scheme"]
+    if model_cfg.get("drop_path_rate") is not None:
+        kwargs["drop_path_rate"] = model_cfg["drop_path_rate"]
+    return timm.create_model(
+        model_cfg["name"], ordering=build_ordering(ordering_cfg), num_classes=num_classes, in_chans=in_chans, **kwargs
+    )
+
+
+class ClassificationModule(L.LightningModule):
+    """Cross-entropy (label smoothing, or soft targets under Mixup/CutMix), top-1/top-5, AdamW + warmup-cosine,
+    optional EMA of the weights (validation and test then use the EMA weights)."""
+
+    def __init__(
+        self,
+        model: dict,
+        ordering: Any,
+        num_classes: int,
+        class_names: list[str],
+        image_size: list[int],
+        in_chans: int = 3,
+        batch_size: int = 64,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        label_smoothing: float = 0.0,
+        mixup: dict | None = None,
+        ema: dict | None = None,
+        data: dict | None = None,
+    ) -> None:
+        super().__init__()
+        # Saved in the checkpoint: eval.py rebuilds the model and the data from these.
+        self.save_hyperparameters()
+        self.model = create_model(model, ordering, num_classes, in_chans)
+        self.optimizer_cfg = {"lr": 1e-3, "lr_batch_size": None, "weight_decay": 0.05, "betas": (0.9, 0.999),
+                              "eps": 1e-8, **(optimizer or {})}
+        self.scheduler_cfg = {"warmup_epochs": 0.0, "warmup_lr_ratio": 1e-3, "min_lr_ratio": 1e-2, **(scheduler or {})}
+
+        self.mixup = self._build_mixup(mixup, label_smoothing, num_classes)
+        self.train_loss = SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # Evaluation loss is plain cross-entropy, comparable between runs with different training recipes.
+        self.eval_loss = nn.CrossEntropyLoss()
+
+        ema = ema or {}
+        self.ema = ModelEmaV3(self.model, decay=ema.get("decay", 0.9999), use_warmup=ema.get("warmup", False)) \
+            if ema.get("enabled", False) else None
+
+        top_k = min(5, num_classes)
+        self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        self.test_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        self._ema_step = -1
+
+    @staticmethod
+    def _build_mixup(cfg: dict | None, label_smoothing: float, num_classes: int) -> Mixup | None:
+        if not cfg or not (cfg.get("mixup_alpha", 0) > 0 or cfg.get("cutmix_alpha", 0) > 0):
+            return None
+        return Mixup(
+            mixup_alpha=cfg.get("mixup_alpha", 0.8), cutmix_alpha=cfg.get("cutmix_alpha", 1.0),
+            prob=cfg.get("prob", 1.0), switch_prob=cfg.get("switch_prob", 0.5), mode=cfg.get("mode", "batch"),
+            label_smoothing=label_smoothing, num_classes=num_classes,
+        )
+
+    # --- forward / steps -------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def eval_model(self) -> nn.Module:
+        """The weights validation and test use: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        targets = labels
+        if self.mixup is not None:
+            images, targets = self.mixup(images, labels)
+        logits = self.model(images)
+        loss = self.train_loss(logits, targets)
+        self._stop_if_not_finite(loss, batch_idx)
+        # Under Mixup the accuracy is measured against the unmixed labels.
+        self.train_acc1(logits.detach(), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        bad = not bool(torch.isfinite(loss.detach()))
+        if self.trainer.world_size > 1:  # every rank must stop together, or the others hang in all-reduce
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", None) or \
+                getattr(self.trainer.checkpoint_callback, "best_model_path", None) or None
+            raise NonFiniteLossError(self.global_step, self.current_epoch, batch_idx, float(loss.detach()), checkpoint)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Update the EMA once per optimizer step (not per micro-batch under gradient accumulation).
+        if self.ema is not None and self.global_step != self._ema_step:
+            self._ema_step = self.global_step
+            self.ema.update(self.model, step=self.global_step)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self.eval_model()(images)
+        self.val_acc1(logits, labels)
+        self.val_acc5(logits, labels)
+        self.log("val/loss", self.eval_loss(logits, labels), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val/acc1", self.val_acc1, on_epoch=True, prog_bar=True)
+        self.log("val/acc5", self.val_acc5, on_epoch=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self.eval_model()(images)
+        self.test_acc1(logits, labels)
+        self.test_acc5(logits, labels)
+        self.log("test/loss", self.eval_loss(logits, labels), on_epoch=True, sync_dist=True)
+        self.log("test/acc1", self.test_acc1, on_epoch=True)
+        self.log("test/acc5", self.test_acc5, on_epoch=True)
+
+    # --- optimisation ----------------------------------------------------------------------------------
+    def learning_rate(self) -> float:
+        """The peak learning rate; with ``lr_batch_size`` set, scaled linearly by the global batch size."""
+        lr = float(self.optimizer_cfg["lr"])
+        reference = self.optimizer_cfg.get("lr_batch_size")
+        if reference:
+            accumulate = getattr(self.trainer, "accumulate_grad_batches", 1) if self._trainer else 1
+            world = self.trainer.world_size if self._trainer else 1
+            lr *= self.hparams.batch_size * world * accumulate / float(reference)
+        return lr
+
+    def configure_optimizers(self) -> dict:
+        lr = self.learning_rate()
+        optimizer = optim.build_optimizer(
+            self.model, lr, self.optimizer_cfg["weight_decay"], self.optimizer_cfg["betas"], self.optimizer_cfg["eps"]
+        )
+        lengths = optim.schedule_lengths(
+            self.trainer.estimated_stepping_batches, self.trainer.max_epochs, self.scheduler_cfg["warmup_epochs"]
+        )
+        scheduler = optim.build_scheduler(
+            optimizer, lengths, lr, self.scheduler_cfg["warmup_lr_ratio"], self.scheduler_cfg["min_lr_ratio"]
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler, metric: Any) -> None:
+        scheduler.step_update(num_updates=self.global_step)
+
+    # --- checkpoints -----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Refusing here aborts the write, so last.ckpt keeps the previous (good) state.
+        bad = [name for name, value in checkpoint["state_dict"].items()
+               if torch.is_floating_point(value) and not bool(torch.isfinite(value).all())]
+        if bad:
+            raise NonFiniteWeightsError(
+                f"refusing to write a checkpoint at step {self.global_step}: {len(bad)} tensors hold NaN/Inf "
+                f"(first: {bad[0]}); the previous checkpoint is kept. Lower the learning rate or check the data."
+            )
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A float for results.json, None for missing or non-finite values."""
+    if value is None:
+        return None
+    value = float(value.item() if hasattr(value, "item") else value)
+    return value if math.isfinite(value) else None
