@@ -1,10 +1,14 @@
 """Public entry points: the hidden attention of one selective scan, and of one captured VMamba block."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from patchorder.attention.kernel import DEFAULT_CHUNK_MB, MERGES, REDUCES, patch_attention
-from patchorder.models.records import SSMRecord
+
+if TYPE_CHECKING:  # importing patchorder.models pulls in timm; the record is only duck-typed here
+    from patchorder.models.records import SSMRecord
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:

@@ -10,7 +10,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from patchorder.attention.export import AttentionExport, BlockAttention
 
@@ -110,6 +109,8 @@ def sequence_coherence(attn: np.ndarray, route: np.ndarray, max_pairs: int = 500
         p, q = p[keep], q[keep]
     dissimilarity = np.round(1.0 - np.einsum("pk,pk->p", unit[p], unit[q]), 9)
     seq_distance = np.abs(position[live[p]] - position[live[q]])
+    from scipy.stats import spearmanr  # scipy.stats takes a while to import; only needed here
+
     if np.ptp(dissimilarity) == 0:
         return float("nan")  # every row alike: no ranking to correlate
     return float(spearmanr(seq_distance, dissimilarity).statistic)
