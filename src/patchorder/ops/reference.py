@@ -19,6 +19,7 @@ def expand_groups(X: torch.Tensor, channels: int) -> torch.Tensor:
 
 def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
     """h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t;  y_t = <C_t, h_t> + D * u_t."""
+    out_dtype = u.dtype
     dtype = torch.promote_types(u.dtype, torch.float32)
     u, delta, A, B, C = (x.to(dtype) for x in (u, delta, A, B, C))
     delta = prepare_delta(delta, None if delta_bias is None else delta_bias.to(dtype), delta_softplus)
@@ -26,11 +27,12 @@ def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_s
     B, C = expand_groups(B, d), expand_groups(C, d)
     h = u.new_zeros(b, d, A.shape[1])
     ys = []
-    for t in range(length):
-        dt = delta[:, :, t, None]
-        h = torch.exp(dt * A) * h + dt * B[..., t] * u[:, :, t, None]
-        ys.append((h * C[..., t]).sum(-1))
+    # Steps come from unbind, not x[..., t]: autograd's backward of per-step indexing is quadratic in length.
+    for dt, u_t, B_t, C_t in zip(delta.unbind(-1), u.unbind(-1), B.unbind(-1), C.unbind(-1)):
+        dt = dt[..., None]
+        h = torch.exp(dt * A) * h + dt * B_t * u_t[..., None]
+        ys.append((h * C_t).sum(-1))
     y = torch.stack(ys, dim=-1)
     if D is not None:
         y = y + D.to(dtype)[None, :, None] * u
-    return y
+    return y.to(out_dtype)
