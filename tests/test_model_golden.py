@@ -1,6 +1,7 @@
 """Fidelity to the official VMamba: golden logits, official key layout and parameter count, checkpoint loading."""
 import json
 import re
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,16 @@ def test_head_mismatch_needs_skip(golden):
     load_official_vmamba(model, golden, head="skip")
     assert torch.equal(model.state_dict()["layers.3.blocks.0.op.A_logs"],
                        golden["state_dict"]["layers.3.blocks.0.op.A_logs"])
+
+
+def test_checkpoint_with_python_objects_needs_explicit_trust(golden, tmp_path):
+    path = tmp_path / "with_config.pth"
+    torch.save({"model": golden["state_dict"], "config": Namespace(depths=[1, 1, 2, 1])}, path)
+    model = build_like_golden(golden["config"])
+    with pytest.raises(OfficialCheckpointError, match="if you trust the file, pass weights_only=False"):
+        load_official_vmamba(model, path)
+    load_official_vmamba(model, path, weights_only=False)
+    assert torch.equal(model.state_dict()["layers.0.blocks.0.op.Ds"], golden["state_dict"]["layers.0.blocks.0.op.Ds"])
 
 
 def test_bad_checkpoint_sources(tmp_path):

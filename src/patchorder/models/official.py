@@ -36,7 +36,8 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, Any], weights_only:
         except pickle.UnpicklingError as err:
             raise OfficialCheckpointError(
                 f"{os.fspath(source)!r} holds Python objects besides tensors (official training checkpoints keep "
-                f"their config); if you trust the file, load it with weights_only=False"
+                f"their config); if you trust the file, pass weights_only=False to load_official_vmamba "
+                f"(pretrained_weights_only=False to timm.create_model)"
             ) from err
     if not isinstance(source, Mapping):
         raise OfficialCheckpointError(f"expected a checkpoint dict or state_dict, got {type(source).__name__}")

@@ -1,7 +1,8 @@
 """VMamba presets registered with timm: ``timm.create_model("vmamba_tiny_s1l8", ordering="spiral")``.
 
 Registration happens when this module is imported (``import patchorder.models`` does it). Nothing is ever
-downloaded: ``pretrained=True`` needs ``pretrained_path`` pointing at an official checkpoint file.
+downloaded: ``pretrained=True`` needs ``pretrained_path`` pointing at an official checkpoint file (a file that
+pickles more than tensors, e.g. a training config, also needs ``pretrained_weights_only=False``: trust it first).
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _create(variant: str, pretrained: bool = False, pretrained_path: str | None = None, **kwargs: Any) -> VMamba:
+def _create(variant: str, pretrained: bool = False, pretrained_path: str | None = None,
+            pretrained_weights_only: bool = True, **kwargs: Any) -> VMamba:
     if pretrained and not pretrained_path:
         raise ValueError(
             f"{variant}: pretrained=True needs pretrained_path=<official VMamba checkpoint .pth>; patchorder never "
@@ -59,7 +61,7 @@ def _create(variant: str, pretrained: bool = False, pretrained_path: str | None 
     model = build_model_with_cfg(VMamba, variant, pretrained=False, **model_kwargs)
     if pretrained_path:
         # The checkpoint's classifier is kept only if it fits num_classes (as timm does for fine-tuning).
-        load_official_vmamba(model, pretrained_path, head="auto")
+        load_official_vmamba(model, pretrained_path, head="auto", weights_only=pretrained_weights_only)
     return model
 
 
