@@ -88,7 +88,7 @@ def test_transposed_image_with_transposed_weights_gives_the_same_logits(name):
     """Transposing the image swaps each route with its transposed partner (route 0 <-> 1, 2 <-> 3 in cross4),
     for any ordering on any grid; with conv kernels transposed too the network computes the same logits."""
     torch.manual_seed(0)
-    model = tiny_model(ordering=resolve(name), scan_backend="reference").double()
+    model = tiny_model(ordering=resolve(name)).double()
     twin = swap_routes(model, [1, 0, 3, 2])
     with torch.no_grad():
         for module in twin.modules():
@@ -108,7 +108,7 @@ def test_reversed_ordering_equals_route_swapped_parameters(scheme, order):
     torch.manual_seed(1)
     spiral = orderings.get("spiral")
     backwards = FunctionOrdering(lambda h, w: spiral(h, w).flip(0), name="spiral_reversed")
-    model = tiny_model(ordering=spiral, scan_scheme=scheme, scan_backend="reference").double()
+    model = tiny_model(ordering=spiral, scan_scheme=scheme).double()
     twin = swap_routes(model, order)
     for op in twin.ss2d_blocks():
         op.ordering = backwards
