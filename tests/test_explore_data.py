@@ -16,6 +16,7 @@ import pytest
 import orderings
 from patchorder.attention.export import AttentionExport, BlockAttention, save
 from patchorder.explore import ExplorerInputError, build_report, find_export
+from patchorder.explore.__main__ import main as cli_main
 from patchorder.explore.packing import (Packer, decode_matrix, dequantise_log8, encode_matrix, log8_relative_error,
                                         quantise_log8)
 
@@ -192,7 +193,7 @@ def test_cli_writes_a_report_from_a_run_dir(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "text", "foreign_npz", "empty_run_dir", "bad_method"])
-def test_cli_bad_input_exits_2_with_a_clear_message(tmp_path, case):
+def test_cli_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, case):
     target = tmp_path / "in.npz"
     extra = []
     expected = {
@@ -212,7 +213,12 @@ def test_cli_bad_input_exits_2_with_a_clear_message(tmp_path, case):
     elif case == "bad_method":
         save(target, synthetic_export())
         extra = ["--methods", "pca,lda"]
-    result = run_cli(target, "-o", tmp_path / "x.html", *extra)
+    assert cli_main([str(target), "-o", str(tmp_path / "x.html"), *extra]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_cli_process_exit_code_on_bad_input(tmp_path):
+    result = run_cli(tmp_path / "missing.npz")
     assert result.returncode == 2
-    assert expected in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr

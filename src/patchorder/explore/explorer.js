@@ -141,20 +141,20 @@
       const block = currentBlock(side);
       if (!block) return { reason: "no such block" };
       const id = block.patch_embedding[state.method];
-      if (id === undefined) return { reason: block.patch_embedding_errors[state.method] || `${state.method} was not computed` };
-      return unpackPoints(arrays[id], "patches");
+      if (id === undefined) return { reason: `${state.method} was not computed for this report` };
+      return unpackPoints(arrays[id], "patches", block.patch_embedding_notes[state.method]);
     }
     const entry = variant.block_embeddings[String(state.stage)];
     const id = entry && entry.coords[state.method];
-    if (id === undefined) return { reason: (entry && entry.errors[state.method]) || `${state.method} was not computed` };
-    const points = unpackPoints(arrays[id], "blocks");
+    if (id === undefined) return { reason: `${state.method} was not computed for this report` };
+    const points = unpackPoints(arrays[id], "blocks", entry.notes[state.method]);
     points.meta = entry.points;
     return points;
   }
-  function unpackPoints(coords, kind) {
+  function unpackPoints(coords, kind, note) {
     const n = coords.length / 2, x = new Float32Array(n), y = new Float32Array(n);
     for (let i = 0; i < n; i++) { x[i] = coords[2 * i]; y[i] = coords[2 * i + 1]; }
-    return { x, y, n, kind };
+    return { x, y, n, kind, note: note || "" };
   }
 
   // ---------- colours ----------
@@ -241,7 +241,7 @@
       side.legend.textContent = "";
       return;
     }
-    side.scatterNote.textContent = "";
+    side.scatterNote.textContent = points.note;
     const layout = (side.layout = scatterLayout(points));
     const context = scatterContext(side);
     const brushed = points.kind === "patches" ? state.highlighted : state.highlightedPoints;
@@ -420,16 +420,15 @@
     const block = currentBlock(side), table = side.metrics;
     if (!block) { table.innerHTML = ""; return; }
     const variant = variantOf(side);
-    const rows = (variant.metric_names || Object.keys(block.metrics))
-      .filter((name) => name in block.metrics)
-      .map((name) => `<tr><td>${escapeHtml(name)}</td><td class="value">${formatMetric(block.metrics[name])}</td></tr>`);
+    const rows = block.metrics.map(([name, value]) =>
+      `<tr><td>${escapeHtml(name)}</td><td class="value">${formatMetric(value)}</td></tr>`);
     const { H, W } = gridOf(block);
     rows.push(`<tr><td>grid</td><td class="value">${H} x ${W}</td></tr>`);
     rows.push(`<tr><td>routes</td><td class="value">${escapeHtml(block.route_names.join(", "))}</td></tr>`);
     rows.push(`<tr><td>stored as</td><td class="value">${block.encoding === "log8" ? "uint8 log scale" : "float16"}</td></tr>`);
     table.innerHTML = `<caption>stage ${block.stage} block ${block.block} (${escapeHtml(variant.reduce)})</caption>${rows.join("")}`;
   }
-  function formatMetric(v) { return typeof v === "number" ? formatValue(v) : escapeHtml(String(v)); }
+  function formatMetric(v) { return v === null ? "n/a" : typeof v === "number" ? formatValue(v) : escapeHtml(String(v)); }
   function escapeHtml(text) {
     return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
   }
@@ -561,7 +560,7 @@
   }
 
   function methodsOf(variant) {
-    return data.methods.filter((m) => variant.blocks.some((b) => m in b.patch_embedding || m in b.patch_embedding_errors));
+    return data.methods.filter((m) => variant.blocks.some((b) => m in b.patch_embedding));
   }
 
   function bindToolbar() {
@@ -751,7 +750,7 @@
       const side = sides[sideIndex], rect = side.scatter.getBoundingClientRect(), [px, py] = side.layout.toPx(x, y);
       return { x: rect.left + px, y: rect.top + py };
     },
-    metrics(sideIndex = 0) { const b = currentBlock(sides[sideIndex]); return b ? b.metrics : null; },
+    metrics(sideIndex = 0) { const b = currentBlock(sides[sideIndex]); return b ? Object.fromEntries(b.metrics) : null; },
     notices(sideIndex = 0) {
       const s = sides[sideIndex];
       return { scatter: s.scatterNote.textContent, patches: s.patchNote.textContent, page: $("notice").hidden ? "" : $("notice").textContent };

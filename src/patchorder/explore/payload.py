@@ -13,9 +13,21 @@ from typing import Sequence
 
 import numpy as np
 
+from patchorder.attention.embedding import block_embeddings, patch_embeddings
 from patchorder.attention.export import AttentionExport, BlockAttention
-from patchorder.explore import analyses
+from patchorder.attention.metrics import compare_exports, metrics_table
 from patchorder.explore.packing import Packer, encode_matrix
+
+# Metrics of patchorder.attention.metrics.metrics_table as the page names them; other numeric columns keep their name.
+METRIC_LABELS = {
+    "distance": "attention distance (patches)",
+    "distance_relative": "distance / uniform attention",
+    "neighbour_mass_r1": "mass on neighbours (r=1)",
+    "neighbour_mass_r2": "mass on neighbours (r=2)",
+    "coherence": "sequence coherence (Spearman)",
+    "similarity_previous": "cosine to previous block",
+}
+NOT_METRICS = {"key", "stage", "block", "grid", "ordering", "coherence_route"}
 
 ROUTE_NAMES = {
     "cross4": ["forward", "transposed", "reverse", "transposed reverse"],
@@ -102,7 +114,7 @@ def _encoding_for(block: BlockAttention, options: Options) -> str:
 
 
 def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttention, options: Options,
-                   metrics: dict, candidates: list[_Candidate], where: str) -> dict:
+                   metrics: list, candidates: list[_Candidate], where: str) -> dict:
     encoding = _encoding_for(block, options)
     merged = merged_attention(block)
     height, width = block.grid
@@ -118,50 +130,55 @@ def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttentio
                                          options.floor, f"{where} {block.key}: image-mean of route {name}"))
             candidates.append(_Candidate(3, per_route.size, view, "images", per_route, encoding, options.floor,
                                          f"{where} {block.key}: per-image matrices of route {name}"))
-    patch_coords, patch_errors = {}, {}
-    for method in options.methods:
-        try:
-            coords = analyses.patch_embedding(export, block.stage, block.block, method, options.seed)
-            patch_coords[method] = packer.add(coords, "f32")
-        except analyses.EmbeddingUnavailable as error:
-            patch_errors[method] = str(error)
+    layouts = patch_embeddings(export, block.stage, block.block, options.methods, options.seed)
     return {
         "stage": block.stage, "block": block.block, "key": block.key, "grid": [height, width],
         "routes": packer.add(block.routes, "i32"), "route_names": names, "encoding": encoding,
-        "views": views, "summed_routes": not block.merged, "patch_embedding": patch_coords, "patch_embedding_errors": patch_errors,
-        "metrics": metrics.get((block.stage, block.block), {}),
+        "views": views, "summed_routes": not block.merged,
+        "patch_embedding": {m: packer.add(e.coords, "f32") for m, e in layouts.items()},
+        "patch_embedding_notes": {m: e.note for m, e in layouts.items() if e.note},
+        "metrics": metrics,
     }
 
 
 def _stage_embeddings(packer: Packer, export: AttentionExport, options: Options) -> dict:
     stages = {}
     for stage in export.stages():
-        entry = {"points": None, "coords": {}, "errors": {}}
-        for method in options.methods:
-            try:
-                points, coords = analyses.block_embedding(export, stage, method, options.seed)
-            except analyses.EmbeddingUnavailable as error:
-                entry["errors"][method] = str(error)
-                continue
-            entry["points"] = [[int(b), int(n)] for b, n in points]
-            entry["coords"][method] = packer.add(coords, "f32")
-        stages[str(stage)] = entry
+        layouts = block_embeddings(export, stage, options.methods, options.seed)
+        first = next(iter(layouts.values()))
+        stages[str(stage)] = {
+            "points": [[p["block"], p["image"]] for p in first.points],
+            "coords": {m: packer.add(e.coords, "f32") for m, e in layouts.items()},
+            "notes": {m: e.note for m, e in layouts.items() if e.note},
+        }
     return stages
 
 
-def _variant_payload(packer: Packer, export: AttentionExport, options: Options,
-                     candidates: list[_Candidate], where: str) -> dict:
-    metrics = analyses.block_metrics(export)
+def metric_rows(export: AttentionExport, other: AttentionExport | None = None) -> dict[str, list]:
+    """Per block key: [[label, value], ...] from metrics_table, plus the similarity to the compared export."""
+    rows = {}
+    for row in metrics_table(export):
+        rows[row["key"]] = [[METRIC_LABELS.get(name, name), value] for name, value in row.items()
+                            if name not in NOT_METRICS and (value is None or isinstance(value, (int, float)))]
+    if other is not None:
+        for row in compare_exports(export, other):
+            rows[row["key"]] += [["cosine to other side", row["cosine"]], ["Pearson to other side", row["pearson"]]]
+    return rows
+
+
+def _variant_payload(packer: Packer, export: AttentionExport, options: Options, candidates: list[_Candidate],
+                     where: str, other: AttentionExport | None) -> dict:
+    metrics = metric_rows(export, other)
     return {
         "reduce": export.reduce, "merge": export.merge,
-        "blocks": [_block_payload(packer, export, b, options, metrics, candidates, where) for b in export.blocks],
+        "blocks": [_block_payload(packer, export, b, options, metrics[b.key], candidates, where)
+                   for b in export.blocks],
         "block_embeddings": _stage_embeddings(packer, export, options),
-        "metric_names": analyses.metric_names(metrics),
     }
 
 
 def _side_payload(packer: Packer, exports: Sequence[AttentionExport], label: str, options: Options,
-                  candidates: list[_Candidate], where: str) -> dict:
+                  candidates: list[_Candidate], where: str, others: Sequence[AttentionExport] = ()) -> dict:
     first = exports[0]
     reduces = [e.reduce for e in exports]
     if len(set(reduces)) != len(reduces):
@@ -175,8 +192,13 @@ def _side_payload(packer: Packer, exports: Sequence[AttentionExport], label: str
                    "pixels": packer.add(images, "u8")},
         "image_names": image_names(first),
         "stages": first.stages(),
-        "variants": [_variant_payload(packer, e, options, candidates, where) for e in exports],
+        "variants": [_variant_payload(packer, e, options, candidates, where, _same_reduce(e, others))
+                     for e in exports],
     }
+
+
+def _same_reduce(export: AttentionExport, others: Sequence[AttentionExport]) -> AttentionExport | None:
+    return next((o for o in others if o.reduce == export.reduce), None)
 
 
 def build_payload(sides: Sequence[tuple[Sequence[AttentionExport], str]], options: Options,
@@ -199,8 +221,9 @@ def build_payload(sides: Sequence[tuple[Sequence[AttentionExport], str]], option
     names = ["left", "right"] if len(sides) == 2 else [""]
     payload = {
         "version": 1,
-        "sides": [_side_payload(packer, exports, label, options, candidates, where)
-                  for (exports, label), where in zip(sides, names)],
+        "sides": [_side_payload(packer, exports, label, options, candidates, where,
+                                others=sides[1 - i][0] if len(sides) == 2 else ())
+                  for i, ((exports, label), where) in enumerate(zip(sides, names))],
     }
     omitted = _fill_budget(packer, candidates, options.max_bytes - fixed_bytes - _json_size(payload))
     payload["omitted"] = omitted
