@@ -217,6 +217,19 @@ def test_output_dtype_is_that_of_u():
     assert selective_scan_fast(*[make_inputs(1, 4, 2, 2, 9)[k] for k in NAMES]).dtype == torch.float64
 
 
+def test_fast_softplus_matches_torch_softplus_to_rounding():
+    x = torch.linspace(-700, 20, 400_001, dtype=torch.float64)
+    expected = torch.nn.functional.softplus(x)
+    assert ((fast.softplus(x) - expected) / expected).abs().max() <= 4 * torch.finfo(torch.float64).eps
+    x32 = torch.linspace(-80, 20, 100_001)  # float32 softplus stays normal down to -80
+    truth = torch.nn.functional.softplus(x32.double())
+    assert ((fast.softplus(x32).double() - truth) / truth).abs().max() <= 4 * EPS32
+    above = torch.linspace(20, 1e4, 1001, dtype=torch.float64)  # F.softplus returns x here; the true value is x + e^-x
+    assert (fast.softplus(above) - above).abs().max() <= 2.1e-9
+    special = fast.softplus(torch.tensor([-float("inf"), float("inf"), float("nan")]))
+    assert special[0] == 0 and special[1] == float("inf") and special[2].isnan()
+
+
 # ----------------------------------------------------------------------------------------------------
 # Argument checks and the dispatcher.
 

@@ -25,7 +25,6 @@ scratch timings on the 2-core development machine; see the module notes below):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 # Target size in bytes of one (batch, channels, d_state, block) buffer; a block's working set is a few
@@ -61,6 +60,18 @@ def scan_reverse_(a_next: torch.Tensor, x: torch.Tensor, carry: torch.Tensor | N
         xs[-1].add_(carry)
     for t in range(len(xs) - 2, -1, -1):
         xs[t].addcmul_(as_[t], xs[t + 1])
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(x)) to float rounding, about 5x faster than F.softplus on CPU (where log1p is a slow loop).
+
+    Computed as max(x, 0) + log1p(exp(-|x|)), with log1p(e) = log(1 + e) plus what rounding 1 + e lost, to
+    first order. Above x = 20, where F.softplus returns x itself, this keeps the true value (x + < 2.1e-9).
+    """
+    e = x.abs().neg_().exp_()  # exp(-|x|) in [0, 1]: never overflows
+    w = e + 1
+    lost_to_rounding = e.sub_(w - 1).div_(w)
+    return w.log_().add_(lost_to_rounding).add_(x.clamp(min=0))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -110,7 +121,7 @@ class _Problem:
         raw = self.delta[..., t0:t1]
         if self.delta_bias is not None:
             raw = torch.add(raw, self.delta_bias[:, None], out=out)
-        return (F.softplus(raw) if self.delta_softplus else raw), raw
+        return (softplus(raw) if self.delta_softplus else raw), raw
 
     def decay_block(self, dt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """exp(delta * A), (b, d, n, k); every exponent is <= 0 when delta >= 0 and A <= 0."""
