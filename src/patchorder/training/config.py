@@ -73,8 +73,8 @@ def check_image_size(data_cfg: DictConfig) -> tuple[int, int]:
     height, width = image_size_of(data_cfg)
     bad = [side for side in (height, width) if side % MODEL_STRIDE or side <= 0]
     if bad:
-        def nearest(v: int) -> int:
-            return max(MODEL_STRIDE, round(v / MODEL_STRIDE) * MODEL_STRIDE)
+        def nearest(v: int) -> int:  # the next multiple up
+            return max(MODEL_STRIDE, -(-v // MODEL_STRIDE) * MODEL_STRIDE)
 
         raise ConfigError(
             f"data.image_size={height}x{width} is not divisible by {MODEL_STRIDE}: VMamba embeds 4x4 patches and "

@@ -79,7 +79,6 @@ class ClassificationModule(L.LightningModule):
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         self.test_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
-        self._ema_step = -1
 
     @staticmethod
     def _build_mixup(cfg: dict | None, label_smoothing: float, num_classes: int) -> Mixup | None:
@@ -123,10 +122,11 @@ class ClassificationModule(L.LightningModule):
                 getattr(self.trainer.checkpoint_callback, "best_model_path", None) or None
             raise NonFiniteLossError(self.global_step, self.current_epoch, batch_idx, float(loss.detach()), checkpoint)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Update the EMA once per optimizer step (not per micro-batch under gradient accumulation).
-        if self.ema is not None and self.global_step != self._ema_step:
-            self._ema_step = self.global_step
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Once per optimizer step, and before any callback's on_train_batch_end: a checkpoint written there
+        # (ModelCheckpoint) then holds the EMA of exactly the weights it holds.
+        if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -163,8 +163,10 @@ class ClassificationModule(L.LightningModule):
         optimizer = optim.build_optimizer(
             self.model, lr, self.optimizer_cfg["weight_decay"], self.optimizer_cfg["betas"], self.optimizer_cfg["eps"]
         )
+        trainer = self.trainer
         lengths = optim.schedule_lengths(
-            self.trainer.estimated_stepping_batches, self.trainer.max_epochs, self.scheduler_cfg["warmup_epochs"]
+            len(trainer.datamodule.train_dataloader()), trainer.limit_train_batches, trainer.accumulate_grad_batches,
+            trainer.max_epochs, trainer.max_steps, self.scheduler_cfg["warmup_epochs"],
         )
         scheduler = optim.build_scheduler(
             optimizer, lengths, lr, self.scheduler_cfg["warmup_lr_ratio"], self.scheduler_cfg["min_lr_ratio"]

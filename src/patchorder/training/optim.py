@@ -1,6 +1,7 @@
 """AdamW with VMamba's weight-decay exclusions, and a per-step linear-warmup + cosine schedule (timm's)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,10 +32,30 @@ class ScheduleLengths:
     warmup_steps: int
 
 
-def schedule_lengths(total_steps: int, max_epochs: int | None, warmup_epochs: float) -> ScheduleLengths:
-    steps_per_epoch = total_steps / max_epochs if max_epochs and max_epochs > 0 else total_steps
-    warmup = int(round(warmup_epochs * steps_per_epoch))
-    return ScheduleLengths(total_steps=max(1, int(total_steps)), warmup_steps=min(warmup, max(0, int(total_steps) - 1)))
+def schedule_lengths(
+    train_batches: int,
+    limit_train_batches: int | float | None,
+    accumulate_grad_batches: int,
+    max_epochs: int | None,
+    max_steps: int,
+    warmup_epochs: float,
+) -> ScheduleLengths:
+    """Optimizer steps of a run from its training batches per epoch and the Trainer's limits.
+
+    The same count as Lightning's ``trainer.estimated_stepping_batches``, computed from the loader's length
+    instead: asking Lightning would build and start the training loader before a checkpoint's data position is
+    restored, and a resumed run would then replay the epoch from its first batch.
+    """
+    limit = 1.0 if limit_train_batches is None else limit_train_batches
+    batches = min(train_batches, int(limit)) if isinstance(limit, int) else int(train_batches * float(limit))
+    per_epoch = max(1, math.ceil(batches / accumulate_grad_batches))
+    total = per_epoch * max_epochs if max_epochs is not None and max_epochs >= 0 else None
+    if max_steps is not None and max_steps >= 0:
+        total = max_steps if total is None else min(total, max_steps)
+    if total is None:
+        raise ValueError("training has no end (max_epochs=-1 and max_steps=-1): set trainer.max_epochs or max_steps")
+    warmup = int(round(warmup_epochs * per_epoch))
+    return ScheduleLengths(total_steps=max(1, total), warmup_steps=min(warmup, max(0, total - 1)))
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):

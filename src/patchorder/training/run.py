@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from patchorder.data.base import DataConfigError
 from patchorder.training import builders, console, hydra_info
-from patchorder.training.checkpoints import find_last_checkpoint
+from patchorder.training.checkpoints import CHECKPOINT_DIR, LAST, find_last_checkpoint
 from patchorder.training.config import fingerprint, ordering_label, to_plain, validate_train_config
 from patchorder.training.errors import ConfigError, NonFiniteLossError, NonFiniteWeightsError
 from patchorder.training.module import finite_or_none
@@ -49,7 +49,13 @@ def start_results(cfg: DictConfig) -> dict[str, Any]:
 
 
 def resolve_ckpt_path(cfg: DictConfig, results: dict[str, Any]) -> str | None:
+    """The checkpoint to resume: ckpt_path as given, the newest matching run for "last", or, with no ckpt_path,
+    this run directory's own last.ckpt when it exists (a SLURM job requeued by submitit restarts in its old
+    directory and continues where it stopped)."""
     ckpt_path = cfg.get("ckpt_path")
+    own_last = Path(cfg.paths.output_dir) / CHECKPOINT_DIR / LAST
+    if not ckpt_path and own_last.is_file():
+        return str(own_last.resolve())
     if ckpt_path != "last":
         return str(Path(ckpt_path).expanduser().resolve()) if ckpt_path else None
     log_dir = Path(cfg.paths.log_dir)
@@ -119,13 +125,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=results["resumed_from"])
         is_zero = trainer.is_global_zero
-        results.update(fit_results(trainer, throughput, loggers))
-        results["data"] = datamodule.describe()
+        if is_zero:  # other ranks only take part in the collective steps (test) below
+            results.update(fit_results(trainer, throughput, loggers))
+            results["data"] = datamodule.describe()
         if cfg.get("test"):
-            best = results["checkpoints"]["best"]
-            trainer.test(module, datamodule=datamodule, ckpt_path=best if best else None, verbose=False)
+            has_best = bool(getattr(trainer.checkpoint_callback, "best_model_path", None))
+            trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
             results["test"] = {k: v for k, v in metrics_of(trainer).items() if k.startswith("test/")}
-            results["test"]["weights"] = "best" if best else "last"
+            results["test"]["weights"] = "best" if has_best else "last"
         results["status"] = "completed"
     except BaseException as error:  # record KeyboardInterrupt too: the run directory says what happened
         results["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
