@@ -30,7 +30,7 @@ Contract (relied on by the training pipeline, the attention callbacks and eval.p
 """
 from __future__ import annotations
 
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,7 +58,7 @@ def as_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(L.LightningDataModule, ABC):
     """Shared loaders, probe batch and description; subclasses provide the three datasets and the metadata."""
 
     name: str = "image_data"
