@@ -140,7 +140,7 @@ def open_rgb(path: str, draft_size: tuple[int, int] | None = None) -> Image.Imag
         ) from error
 
 
-def verify_images(paths: Sequence[str], workers: int) -> None:
+def check_decodable(paths: Sequence[str], workers: int) -> None:
     """Decode every image (at reduced JPEG scale); raise one error that lists every file that fails."""
 
     def failure(path: str) -> str | None:

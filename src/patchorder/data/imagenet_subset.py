@@ -31,10 +31,10 @@ from patchorder.data.image_files import (
     ImageFileDataset,
     cap_per_class,
     check_class_folders,
+    check_decodable,
     has_class_folders,
     scan_class_folders,
     scan_flat_val,
-    verify_images,
 )
 from patchorder.data.subsets import resolve_subset
 
@@ -189,7 +189,7 @@ class ImageNetSubsetDataModule(ImageDataModule):
                 "run when it is loaded, with its path in the error.", len(samples), self.verify_mode, self.verify_limit
             )
             return
-        verify_images([path for path, _ in samples], workers=min(8, os.cpu_count() or 1))
+        check_decodable([path for path, _ in samples], workers=min(8, os.cpu_count() or 1))
         self.images_verified = True
 
     def _extra_description(self) -> dict[str, Any]:
