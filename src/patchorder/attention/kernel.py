@@ -31,22 +31,23 @@ _ROW_BLOCK_BYTES = 4 << 20
 
 @dataclass
 class RouteLayout:
-    """Where each route puts each patch, and the within-segment pairs, shared by all channels and images."""
+    """Where each route puts each patch, and the within-segment pairs, shared by all channels and images.
+
+    The within-segment pairs (query position i, key position j <= i, same segment) of every route are listed
+    once, sorted by query patch, so that a block of query rows owns a contiguous slice of them.
+    """
 
     length: int
     segment: int
     num_segments: int
     pos: torch.Tensor  # (K, L) sequence position of patch q in route r
     seg_of_patch: torch.Tensor  # (K, L) segment of that position
-    diag_src: torch.Tensor  # (E,) index into the flattened (K, M, T, T) within-segment values
-    diag_route: torch.Tensor  # (E,) route of the entry
-    diag_row: torch.Tensor  # (E,) query patch, entries sorted by it
-    diag_col: torch.Tensor  # (E,) key patch
-    row_ptr: torch.Tensor  # (L + 1,) entries of query patch q are diag_*[row_ptr[q]:row_ptr[q + 1]]
-
-    @property
-    def num_routes(self) -> int:
-        return self.pos.shape[0]
+    before: torch.Tensor  # (K, M, L) bool: key patch k lies in a segment before segment a of route r
+    pair_src: torch.Tensor  # (E,) index of the pair in a flattened (K, M, T, T) array of one channel
+    pair_route: torch.Tensor  # (E,) r
+    pair_row: torch.Tensor  # (E,) query patch routes[r, i], ascending
+    pair_col: torch.Tensor  # (E,) key patch routes[r, j]
+    row_ptr: torch.Tensor  # (L + 1,) pairs of query patch q are pair_*[row_ptr[q]:row_ptr[q + 1]]
 
     def to(self, device: torch.device) -> RouteLayout:
         """Index tensors on ``device``; ``row_ptr`` stays on the CPU because the loops read it."""
@@ -61,67 +62,73 @@ def route_layout(routes: torch.Tensor, segment: int | None = None) -> RouteLayou
     T = segment or max(1, math.isqrt(L - 1) + 1)  # ~sqrt(L) balances the table (M L) and the segments (L T)
     M = -(-L // T)
     pos = torch.argsort(routes, dim=1)
-    seq = torch.arange(M * T).view(M, T)
+    seg_of_patch = pos // T
+    before = seg_of_patch[:, None, :] < torch.arange(M)[None, :, None]
+    seq = torch.arange(M * T).view(M, T)  # positions by segment (the last one padded past L)
     i, j = seq[:, :, None].expand(M, T, T), seq[:, None, :].expand(M, T, T)
-    valid = (j <= i) & (i < L)
-    src_in_route = torch.arange(M * T * T).view(M, T, T)[valid]
-    i, j = i[valid], j[valid]
-    src = torch.cat([src_in_route + r * M * T * T for r in range(K)])
-    rows = torch.cat([routes[r, i] for r in range(K)])
-    cols = torch.cat([routes[r, j] for r in range(K)])
-    route = torch.arange(K).repeat_interleave(i.numel())
+    within = (j <= i) & (i < L)  # every (query, key) pair of a segment with the key not after the query
+    src = torch.arange(M * T * T).view(M, T, T)[within]
+    i, j = i[within], j[within]
+    route = torch.arange(K).repeat_interleave(len(i))
+    rows = routes[route, i.repeat(K)]
+    cols = routes[route, j.repeat(K)]
+    src = src.repeat(K) + route * (M * T * T)
     order = torch.argsort(rows, stable=True)
-    rows = rows[order]
     row_ptr = torch.zeros(L + 1, dtype=torch.long)
     row_ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=L), 0)
-    return RouteLayout(L, T, M, pos, pos // T, src[order], route[order], rows, cols[order], row_ptr)
-
-
-def _channel_tensors(delta, A, B, C, c0, c1, groups_per):
-    """Float64 cumsum and the per-channel B, C of channels [c0, c1) of every route: (K, ch, ...)."""
-    S = torch.cumsum(delta[:, c0:c1].double(), dim=-1)  # (K, ch, L): float32 cumsum loses ~1e-3 at L = 3136
-    g = torch.arange(c0, c1, device=delta.device) // groups_per
-    return S, A[:, c0:c1], B[:, g], C[:, g]  # B, C: (K, ch, n, L)
+    return RouteLayout(L, T, M, pos, seg_of_patch, before, src[order], route[order], rows[order], cols[order], row_ptr)
 
 
 def _within_segment_values(S, A, dB, C, layout: RouteLayout, dtype) -> torch.Tensor:
-    """alpha[i, j] for i, j in the same segment, j <= i: (ch, K * M * T * T), zeros elsewhere."""
-    K, ch, L = S.shape
+    """(ch, E): alpha of every within-segment pair of the layout, from direct differences of S.
+
+    S (ch, K, L) float64; A (ch, K, n); dB, C (ch, K, n, L). Computed densely per segment (T x T), then the
+    pairs with key <= query are picked in the layout's order.
+    """
+    ch, K, L = S.shape
     T, M = layout.segment, layout.num_segments
-    pad = M * T - L
-    S_pad = F.pad(S, (0, pad), mode="replicate").view(K, ch, M, T)
-    diff = (S_pad[..., :, None] - S_pad[..., None, :]).clamp_min_(0)  # (K, ch, M, T, T); j > i masked below
-    expo = diff[..., None] * A.double()[:, :, None, None, None, :]  # (K, ch, M, T, T, n), <= 0
     n = A.shape[-1]
-    C_pad = F.pad(C, (0, pad)).view(K, ch, n, M, T).permute(0, 1, 3, 4, 2)  # (K, ch, M, T, n)
-    dB_pad = F.pad(dB, (0, pad)).view(K, ch, n, M, T).permute(0, 1, 3, 4, 2)
-    vals = (C_pad.double()[..., :, None, :] * expo.exp_() * dB_pad.double()[..., None, :, :]).sum(-1)
-    vals = vals * torch.ones(T, T, dtype=torch.bool, device=S.device).tril()
-    return vals.to(dtype).transpose(0, 1).reshape(ch, K * M * T * T)
+    pad = M * T - L
+    S = F.pad(S, (0, pad), mode="replicate").view(ch, K, M, T)
+    gap = torch.empty(ch, K, M, T, T, dtype=dtype, device=S.device)
+    torch.sub(S[..., :, None], S[..., None, :], out=gap)  # float64 difference, rounded once
+    gap.clamp_min_(0)  # keys after the query (never picked) would otherwise have a positive exponent
+    C = F.pad(C.to(dtype), (0, pad)).view(ch, K, n, M, T)
+    dB = F.pad(dB, (0, pad)).view(ch, K, n, M, T)
+    values = None
+    for k in range(n):
+        term = gap * A[:, :, k, None, None, None]
+        term.exp_().mul_(C[:, :, k, :, :, None]).mul_(dB[:, :, k, :, None, :])
+        values = term if values is None else values.add_(term)
+    return torch.index_select(values.view(ch, -1), 1, layout.pair_src)
 
 
 def _key_table(S, A, dB, layout: RouteLayout, dtype) -> torch.Tensor:
-    """W[c, r, a, n, k] = exp(A_n (P_a - S_pos)) delta B at key patch k of route r, zero unless it precedes segment a."""
-    K, ch, L = S.shape
+    """(ch * K * M * n, L): row (c, r, a, n) holds exp(A_n (P_a - S_k)) delta_k B_k at key patch k, zero unless
+    k comes before segment a in route r (P_a = S at segment a's first position)."""
+    ch, K, L = S.shape
     T, M = layout.segment, layout.num_segments
-    pos = layout.pos[:, None, :].expand(K, ch, L)
-    S_key = S.gather(2, pos)  # (K, ch, L) in patch order
-    pivots = S[..., ::T]  # (K, ch, M): S at each segment's first position
-    diff = (pivots[..., :, None] - S_key[..., None, :]).clamp_min_(0).to(dtype)  # (K, ch, M, L)
-    before = layout.seg_of_patch[:, None, :] < torch.arange(M, device=S.device)[:, None]  # (K, M, L)
-    table = torch.exp(diff[:, :, :, None, :] * A[:, :, None, :, None])  # (K, ch, M, n, L)
-    table *= (dB.gather(3, pos[:, :, None, :].expand_as(dB)))[:, :, None] * before[:, None, :, None, :]
-    return table.transpose(0, 1).contiguous()  # (ch, K, M, n, L)
+    n = A.shape[-1]
+    pos = layout.pos.expand(ch, K, L)
+    S_key = S.gather(2, pos)  # (ch, K, L) in patch order
+    pivots = S[..., ::T]  # (ch, K, M)
+    gap = torch.empty(ch, K, M, 1, L, dtype=dtype, device=S.device)
+    torch.sub(pivots[..., None, None], S_key[:, :, None, None, :], out=gap)  # float64 difference, rounded once
+    gap.clamp_min_(0)  # keys from segment a on (masked below) would otherwise have a positive exponent
+    table = gap * A[:, :, None, :, None] if n > 1 else gap.mul_(A[:, :, None, :, None])  # (ch, K, M, n, L)
+    table.exp_()
+    table.mul_(dB.gather(3, pos[:, :, None, :].expand_as(dB))[:, :, None])
+    table.masked_fill_(~layout.before[None, :, :, None, :], 0)
+    return table.view(-1, L)
 
 
 def _query_factor(S, A, C, layout: RouteLayout, dtype) -> torch.Tensor:
-    """U[c, r, q, n] = C exp(A_n (S_i - P_a)) at i = position of patch q in route r."""
-    K, ch, L = S.shape
+    """U[c, r, q, n] = C exp(A_n (S_i - P_a)) at i = position of patch q in route r: (ch, K, L, n)."""
+    ch, K, L = S.shape
     T = layout.segment
     pivot_of_pos = S[..., ::T].repeat_interleave(T, dim=-1)[..., :L]
-    U = C * torch.exp((S - pivot_of_pos).to(dtype)[:, :, None, :] * A[..., None])  # (K, ch, n, L)
-    pos = layout.pos[:, None, None, :].expand_as(U)
-    return U.gather(3, pos).permute(1, 0, 3, 2).contiguous()  # (ch, K, L, n)
+    U = C.to(dtype) * torch.exp((S - pivot_of_pos).to(dtype)[:, :, None, :] * A[..., None])  # (ch, K, n, L)
+    return U.gather(3, layout.pos[None, :, None, :].expand_as(U)).transpose(2, 3).contiguous()
 
 
 @torch.no_grad()
@@ -151,8 +158,8 @@ def patch_attention(
     A = A.to(dtype)
     groups_per = d // B.shape[2]
     item = torch.finfo(dtype).bits // 8
-    # Working set per channel: key table + within-segment values (with their float64 intermediates) + factors.
-    per_channel = K * n * (M * L * (item + 8) + M * T * T * 24 + L * 24)
+    # Working set per channel: key table and its gaps, the dense within-segment values, query factors.
+    per_channel = (K * M * L + K * M * T * T) * (2 * n + 1) * item + K * L * (n * item + 24)
     ch = int(max(1, min(d, chunk_mb * 2**20 // per_channel)))
     route_dim = 1 if merge == "sum" else K
     rows = int(max(1, min(L, _ROW_BLOCK_BYTES // (ch * route_dim * L * item))))
@@ -162,26 +169,30 @@ def patch_attention(
     else:
         shape = (b, L, L) if merge == "sum" else (b, K, L, L)
     out = torch.zeros(shape, dtype=dtype, device=device)
-    seg_base = torch.arange(K, device=device)[:, None] * M + layout.seg_of_patch  # (K, L) table row of (route, segment)
+    seg_base = torch.arange(K, device=device)[:, None] * M + layout.seg_of_patch  # (K, L): table row of (r, a)
     bag_base = (seg_base[..., None] * n + torch.arange(n, device=device)).transpose(0, 1)  # (L, K, n)
 
     for bi in range(b):
         for c0 in range(0, d, ch):
             c1 = min(d, c0 + ch)
-            S, A_c, B_c, C_c = _channel_tensors(delta[bi], A, B[bi], C[bi], c0, c1, groups_per)
-            dB = (delta[bi, :, c0:c1, None, :] * B_c).to(dtype)  # (K, ch, n, L)
-            C_c = C_c.to(dtype)
-            table = _key_table(S, A_c, dB, layout, dtype).view(-1, L)
-            U = _query_factor(S, A_c, C_c, layout, dtype)  # (ch, K, L, n)
-            inside = _within_segment_values(S, A_c, dB, C_c, layout, dtype)
             nc = c1 - c0
+            # Channel-major (ch, K, ...) layouts; S in float64: a float32 cumsum is off by ~1e-5 at L = 3136.
+            S = torch.cumsum(delta[bi, :, c0:c1].transpose(0, 1).double(), dim=-1)  # (nc, K, L)
+            group = torch.arange(c0, c1, device=device) // groups_per
+            B_c = B[bi][:, group].transpose(0, 1)  # (nc, K, n, L)
+            C_c = C[bi][:, group].transpose(0, 1)
+            A_c = A[:, c0:c1].transpose(0, 1)  # (nc, K, n)
+            dB = (delta[bi, :, c0:c1, None, :].transpose(0, 1) * B_c).to(dtype)
+            table = _key_table(S, A_c, dB, layout, dtype)
+            U = _query_factor(S, A_c, C_c, layout, dtype)  # (nc, K, L, n)
+            inside = _within_segment_values(S, A_c, dB, C_c, layout, dtype)  # (nc, E)
             chan_offset = torch.arange(nc, device=device).view(nc, 1, 1, 1) * (K * M * n)
             for q0 in range(0, L, rows):
                 q1 = min(L, q0 + rows)
                 R = q1 - q0
                 idx = bag_base[q0:q1] + chan_offset  # (nc, R, K, n)
                 w = U[:, :, q0:q1]  # (nc, K, R, n)
-                if merge == "sum":  # one bag per (channel, query): all routes and states summed
+                if merge == "sum":  # one bag per (channel, query): every route and state summed
                     block = F.embedding_bag(idx.reshape(nc * R, K * n), table,
                                             per_sample_weights=w.transpose(1, 2).reshape(nc * R, K * n), mode="sum")
                 else:  # one bag per (channel, route, query)
@@ -190,20 +201,22 @@ def patch_attention(
                 block = block.view(nc, -1)
                 e0, e1 = layout.row_ptr[q0].item(), layout.row_ptr[q1].item()
                 if e1 > e0:
-                    local = (layout.diag_row[e0:e1] - q0) * L + layout.diag_col[e0:e1]
+                    local = (layout.pair_row[e0:e1] - q0) * L + layout.pair_col[e0:e1]
                     if merge == "none":
-                        local = local + layout.diag_route[e0:e1] * (R * L)
-                    block.index_add_(1, local, inside[:, layout.diag_src[e0:e1]])
+                        local = local + layout.pair_route[e0:e1] * (R * L)
+                    block.index_add_(1, local, inside[:, e0:e1])
                 block = block.view(nc, route_dim, R, L) if merge == "none" else block.view(nc, R, L)
                 if reduce == "none":
                     if merge == "sum":
                         out[bi, c0:c1, q0:q1] = block
                     else:
                         out[bi, :, c0:c1, q0:q1] = block.transpose(0, 1)
-                else:
-                    if reduce == "mean_abs":
-                        block.abs_()
-                    out[bi, ..., q0:q1, :] += block.sum(0)
+                    continue
+                if reduce == "mean_abs":
+                    block.abs_()
+                target = out[bi, ..., q0:q1, :]
+                for channel in block:  # in-place adds: no temporary for the channel sum
+                    target += channel
     if reduce != "none":
         out /= d
     return out
