@@ -262,13 +262,15 @@ def main() -> None:
 
         runs = [(64, 1), (256, 1), (1024, 1), (L, 1), (L, 4), (L, 16)] if not args.quick else [(256, 1), (L, 1), (L, 4)]
         print("\nexp(cumsum)-ratio formulation, route 0, 8 channels, prefixes of the real sequence (delta x scale):")
-        print(f"  {'L':>6} {'scale':>5} {'max S':>9} {'NaN':>8} {'Inf':>9} {'err(finite)':>12} {'seconds':>8} {'peak MB':>8}")
+        print(f"  {'L':>6} {'scale':>5} {'max S':>9} {'NaN':>16} {'Inf':>9} {'err(finite)':>12} {'seconds':>8} "
+              f"{'peak MB':>8}")
         report["ratio"] = []
         for length, scale in runs:
             r = run_worker("ratio", path, args.threads, length=length, channels=8, scale=scale)
             report["ratio"].append(r)
             err = "-" if r["max_rel_err_finite"] is None else f"{r['max_rel_err_finite']:.1e}"
-            print(f"  {length:>6} {scale:>5g} {r['max_S']:>9.3g} {r['nan'] / r['entries']:>8.1%} {r['inf']:>9} "
+            nan = f"{r['nan']} ({r['nan'] / r['entries']:.1%})"
+            print(f"  {length:>6} {scale:>5g} {r['max_S']:>9.3g} {nan:>16} {r['inf']:>9} "
                   f"{err:>12} {r['seconds']:>8.3f} {r['peak_mb']:>8.0f}")
         full = next(r for r in report["ratio"] if r["length"] == L and r["scale"] == 1)
         ratio_seconds = full["seconds"] * KD / full["channels"]
