@@ -45,9 +45,11 @@ def test_timm_create_model_for_every_preset(name, depths, dims, classes):
             assert model.eval()(torch.randn(1, 3, 64, 96)).shape == (1, classes)
 
 
-def test_pretrained_without_a_path_is_a_clear_error():
+def test_pretrained_without_a_path_and_features_only_are_clear_errors():
     with pytest.raises(ValueError, match="pretrained=True needs pretrained_path"):
         timm.create_model("vmamba_tiny_s1l8", pretrained=True)
+    with pytest.raises(ValueError, match="features_only is not supported"):
+        timm.create_model("vmamba_micro", features_only=True)
 
 
 def test_per_stage_orderings_and_schemes():

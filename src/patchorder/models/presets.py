@@ -58,6 +58,9 @@ def _create(variant: str, pretrained: bool = False, pretrained_path: str | None 
             f"{variant}: pretrained=True needs pretrained_path=<official VMamba checkpoint .pth>; patchorder never "
             f"downloads weights. Download the file yourself (github.com/MzeroMiko/VMamba releases) and pass its path."
         )
+    if kwargs.get("features_only"):
+        raise ValueError(f"{variant}: features_only is not supported; use model.forward_features(images) "
+                         f"(last stage, channels-last) or patchorder.models.capture_ssm for per-block quantities")
     model_kwargs = {**PRESETS[variant], **kwargs}
     model = build_model_with_cfg(VMamba, variant, pretrained=False, **model_kwargs)
     if pretrained_path:
