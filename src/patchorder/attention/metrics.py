@@ -51,13 +51,16 @@ def _mean_over_rows(values: np.ndarray) -> float:
 
 
 def _pairwise_distance(grid: Sequence[int]) -> np.ndarray:
-    xy = grid_coordinates(grid)
-    return np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
+    """(L, L) Euclidean distance between patches, in patch units."""
+    rows, cols = grid_coordinates(grid).T
+    return np.hypot(np.subtract.outer(rows, rows), np.subtract.outer(cols, cols))
 
 
 def _chebyshev_within(grid: Sequence[int], radius: int) -> np.ndarray:
-    xy = grid_coordinates(grid)
-    return (np.abs(xy[:, None, :] - xy[None, :, :]).max(-1) <= radius).astype(np.float64)
+    """(L, L) 1.0 where two patches are at most ``radius`` rows and columns apart."""
+    rows, cols = grid_coordinates(grid).T
+    near = (np.abs(np.subtract.outer(rows, rows)) <= radius) & (np.abs(np.subtract.outer(cols, cols)) <= radius)
+    return near.astype(np.float64)
 
 
 def distance_map(attn: np.ndarray, grid: Sequence[int]) -> np.ndarray:
@@ -107,7 +110,10 @@ def sequence_coherence(attn: np.ndarray, route: np.ndarray, max_pairs: int = 500
         p, q = rng.integers(0, n, size=(2, max_pairs))
         keep = p != q
         p, q = p[keep], q[keep]
-    dissimilarity = np.round(1.0 - np.einsum("pk,pk->p", unit[p], unit[q]), 9)
+    # One (n, n) cosine matrix, then a lookup per pair: gathering two rows per pair would hold pairs x L values
+    # (12 GB for 500k pairs at L = 3136).
+    cosine = unit @ unit.T
+    dissimilarity = np.round(1.0 - cosine[p, q], 9)
     seq_distance = np.abs(position[live[p]] - position[live[q]])
     from scipy.stats import spearmanr  # scipy.stats takes a while to import; only needed here
 
