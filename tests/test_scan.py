@@ -66,13 +66,15 @@ def backend_fn(name):
     return lambda *args, delta_softplus: selective_scan(*args, delta_softplus=delta_softplus, backend=name)
 
 
-@pytest.fixture(params=[None, 7], ids=["default-blocks", "blocks-of-7"])
+@pytest.fixture(params=["tuned", "time-last-blocks-of-7", "time-major-blocks-of-7"])
 def block_steps(request, monkeypatch):
-    """Run with the tuned block length, and with blocks of 7 steps so that every test crosses block
-    boundaries and ends on a partial block."""
-    if request.param is not None:
-        monkeypatch.setattr(fast, "MIN_BLOCK_STEPS", request.param)
-        monkeypatch.setattr(fast, "MAX_BLOCK_STEPS", request.param)
+    """Run with the tuned settings, and with blocks of 7 steps in each buffer layout, so that every test
+    crosses block boundaries, ends on a partial block, and covers both layouts at every d_state."""
+    if request.param != "tuned":
+        monkeypatch.setattr(fast, "MIN_BLOCK_STEPS", 7)
+        monkeypatch.setattr(fast, "MAX_BLOCK_STEPS", 7)
+        time_major = request.param.startswith("time-major")
+        monkeypatch.setattr(fast, "TIME_MAJOR_MIN_STATE", 1 if time_major else 10**9)
     return request.param
 
 
@@ -99,11 +101,13 @@ def test_matches_reference_in_float64(backend, shape, with_D, with_bias, softplu
         torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-9, atol=1e-10, msg=f"d{name}")
 
 
+@pytest.mark.parametrize("time_major", [False, True], ids=["time-last", "time-major"])
 @pytest.mark.parametrize("softplus", [True, False])
 @pytest.mark.parametrize("shape", [(1, 4, 2, 2, 6), (2, 2, 1, 1, 5)], ids=["n2g2", "n1g1"])
-def test_gradcheck(shape, softplus, monkeypatch):
+def test_gradcheck(shape, softplus, time_major, monkeypatch):
     monkeypatch.setattr(fast, "MIN_BLOCK_STEPS", 2)  # three blocks, the last one partial
     monkeypatch.setattr(fast, "MAX_BLOCK_STEPS", 2)
+    monkeypatch.setattr(fast, "TIME_MAJOR_MIN_STATE", 1 if time_major else 10**9)
     inputs = make_inputs(*shape, softplus=softplus)
     args = [inputs[k].clone().requires_grad_() for k in NAMES]
     assert torch.autograd.gradcheck(lambda *a: selective_scan_fast(*a, delta_softplus=softplus), args)

@@ -2,20 +2,24 @@
 
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t        y_t = <C_t, h_t> + D * u_t
 
-Why it looks the way it does (alternatives were measured with experiments/benchmarks/bench_scan.py and
-scratch timings on the 2-core development machine; see the module notes below):
+Why it looks the way it does (alternatives were timed on the 2-core development machine; the final choices
+are compared with mambapy's parallel scan in experiments/benchmarks/bench_scan.py):
 
-* Tensors keep mamba-ssm's layout, time last. All elementwise work (exp(delta * A), delta * B * u, the C
-  contraction, every gradient product and reduction) runs vectorised along time; only the recurrence
-  itself steps through time, one in-place ``addcmul_`` per step on a strided (batch, channel, state) slice.
-  Converting to a time-major layout so that each step is contiguous made the steps cheaper, but the
-  transposes there and back cost more than they saved.
+* Only the recurrence steps through time: one in-place ``addcmul_`` per step on a (batch, channel, state)
+  slice. All other work (exp(delta * A), delta * B * u, the C contraction, every gradient product and
+  reduction) is vectorised over a whole block of steps, outside the loop.
+* The inputs keep mamba-ssm's layout, time last. Where the state is small (d_state < 4; VMamba uses 1) the
+  block buffers are time-last too, so no tensor is ever transposed and each step reads a strided slice;
+  transposing to make the steps contiguous cost more than it saved. Where the state is large, the strided
+  steps dominate, so the state buffers are time-major (each step contiguous) and only the small
+  (batch, channel, time) tensors are read and written across layouts.
 * The sequence is processed in blocks of time steps whose buffers stay in cache and are reused from block
   to block. Fresh multi-megabyte tensors are expensive on CPU (every new page is faulted in), so the only
-  large allocations are the outputs and the gradients handed back to autograd. Buffer rows are padded to an
-  odd number of cache lines, so the strided per-step slices do not all land in the same cache sets.
+  large allocations are the outputs and the gradients handed back to autograd. Time-last buffer rows are
+  padded to an odd number of cache lines, so strided per-step slices do not all land in the same cache sets.
 * A two-level scan (sub-chunks scanned side by side, then carries) cut the number of steps but added more
   elementwise passes than it saved dispatches; the plain loop was faster at every size measured.
+* F.softplus is replaced by an equally accurate formula: torch's CPU log1p is a slow scalar loop.
 * Backward is a custom autograd function. It keeps only the state at each block boundary, recomputes a
   block's states from it (memory O(state) per block instead of O(state x length)) and runs the adjoint
   recurrence backwards in time with the same loop.
@@ -34,6 +38,8 @@ BLOCK_BYTES = 2 * 2**20
 # that the buffers stay cache-sized.
 MIN_BLOCK_STEPS, MAX_BLOCK_STEPS = 16, 256
 CACHE_LINE_BYTES = 64
+# From this d_state on, state buffers are time-major (see the module docstring).
+TIME_MAJOR_MIN_STATE = 4
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -78,8 +84,11 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
 # Blocks of time steps.
 
 
-def _time_buffer(like: torch.Tensor, *leading: int, steps: int) -> torch.Tensor:
-    """Uninitialised (*leading, steps) buffer whose rows span an odd number of cache lines."""
+def _time_buffer(like: torch.Tensor, *leading: int, steps: int, time_major: bool) -> torch.Tensor:
+    """Uninitialised (*leading, steps) buffer, stored time-major (each step contiguous) or time-last with rows
+    padded to an odd number of cache lines (so strided steps do not all land in the same cache sets)."""
+    if time_major:
+        return like.new_empty(steps, *leading).movedim(0, -1)
     lines = -(-steps * like.element_size() // CACHE_LINE_BYTES)
     lines += 1 - lines % 2
     row = max(steps, lines * CACHE_LINE_BYTES // like.element_size())
@@ -98,15 +107,17 @@ class _Problem:
         state_bytes = self.batch * self.channels * self.d_state * u.element_size()
         steps = min(MAX_BLOCK_STEPS, max(MIN_BLOCK_STEPS, BLOCK_BYTES // state_bytes))
         self.block = min(self.length, steps)
+        self.time_major = self.d_state >= TIME_MAJOR_MIN_STATE
 
     def blocks(self) -> list[tuple[int, int]]:
         return [(t0, min(t0 + self.block, self.length)) for t0 in range(0, self.length, self.block)]
 
     def state_buffer(self, extra_steps: int = 0) -> torch.Tensor:
-        return _time_buffer(self.u, self.batch, self.channels, self.d_state, steps=self.block + extra_steps)
+        return _time_buffer(self.u, self.batch, self.channels, self.d_state, steps=self.block + extra_steps,
+                            time_major=self.time_major)
 
     def channel_buffer(self) -> torch.Tensor:
-        return _time_buffer(self.u, self.batch, self.channels, steps=self.block)
+        return _time_buffer(self.u, self.batch, self.channels, steps=self.block, time_major=False)
 
     def grouped(self, x: torch.Tensor) -> torch.Tensor:
         """(b, d, ...) -> (b, groups, channels per group, ...), so that B and C broadcast over a group."""
