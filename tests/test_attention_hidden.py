@@ -213,7 +213,8 @@ MEMORY_PROBE = """
 import resource, torch, torch.nn.functional as F
 from patchorder.attention import hidden_attention
 b, d, n, l = 1, 192, 1, 768
-delta = F.softplus(torch.randn(b, d, l) - 2); A = -torch.ones(d, n); B = torch.randn(b, 1, n, l); C = torch.randn(b, 1, n, l)
+delta = F.softplus(torch.randn(b, d, l) - 2)
+A, B, C = -torch.ones(d, n), torch.randn(b, 1, n, l), torch.randn(b, 1, n, l)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = hidden_attention(delta, A, B, C, reduce="mean_abs", chunk_mb=16)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, bool(torch.isfinite(out).all()))

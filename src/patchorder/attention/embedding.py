@@ -140,7 +140,8 @@ def patch_embeddings(export: AttentionExport, stage: int, block: int, methods: s
     height, width = b.grid
     seq_pos = np.empty(rows.shape[0], dtype=np.int64)
     seq_pos[np.asarray(b.routes[0])] = np.arange(rows.shape[0])
-    points = [{"patch": q, "row": q // width, "col": q % width, "seq_pos": int(seq_pos[q])} for q in range(height * width)]
+    points = [{"patch": q, "row": q // width, "col": q % width, "seq_pos": int(seq_pos[q])}
+              for q in range(height * width)]
     components = _components_from_rows(rows, seed)
     out = {}
     for method in methods:

@@ -155,7 +155,7 @@ def patch_attention(
     device = delta.device
     layout = route_layout(routes, segment).to(device)
     T, M = layout.segment, layout.num_segments
-    A = A.to(dtype)
+    delta, A, B, C = (x.to(dtype) for x in (delta, A, B, C))  # half precision inputs are computed in float32
     groups_per = d // B.shape[2]
     item = torch.finfo(dtype).bits // 8
     # Working set per channel: key table and its gaps, the dense within-segment values, query factors.

@@ -141,7 +141,8 @@ def mean_attention(block: BlockAttention) -> np.ndarray:
     return attn.mean(axis=0)
 
 
-def block_similarity_matrix(export: AttentionExport, stage: int, method: str = "cosine") -> tuple[list[str], np.ndarray]:
+def block_similarity_matrix(export: AttentionExport, stage: int,
+                            method: str = "cosine") -> tuple[list[str], np.ndarray]:
     """Similarity between every pair of blocks of one stage (image-averaged matrices): (keys, (B, B))."""
     blocks = [b for b in export.blocks if b.stage == stage]
     if not blocks:
@@ -193,11 +194,12 @@ def stage_summary(rows: list[dict]) -> list[dict]:
     for stage in sorted({r["stage"] for r in rows}):
         members = [r for r in rows if r["stage"] == stage]
         summary = {"stage": stage, "blocks": len(members), "grid": members[0]["grid"]}
-        for name, value in members[0].items():
-            if name in ("stage", "block", "coherence_route") or not isinstance(value, (int, float)) and value is not None:
+        for name in members[0]:
+            if name in ("stage", "block", "coherence_route"):
                 continue
             values = [m[name] for m in members if isinstance(m.get(name), (int, float))]
-            summary[name] = float(np.mean(values)) if values else None
+            if values or all(m.get(name) is None for m in members):  # numbers, or a column that is empty here
+                summary[name] = float(np.mean(values)) if values else None
         out.append(_json_ready(summary))
     return out
 
