@@ -87,6 +87,8 @@ class Page:
         self.messages: list[str] = []
         self.page.on("console", lambda m: self.messages.append(f"console.{m.type}: {m.text}"))
         self.page.on("pageerror", lambda e: self.messages.append(f"pageerror: {e}"))
+        self.requests: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.goto(path.as_uri())
         self.page.wait_for_function("window.explorer && (explorer.ready || explorer.errors.length > 0)", timeout=30_000)
         assert self.js("explorer.errors") == []
@@ -127,6 +129,7 @@ class Page:
     def close(self):
         self.page.close()
         assert self.messages == [], "the page logged errors or messages"
+        assert all(url.startswith("file://") for url in self.requests), f"the page fetched {self.requests}"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 import orderings
 from patchorder.attention.export import AttentionExport, BlockAttention, save
-from patchorder.explore import ExplorerInputError, build_report, find_export
+from patchorder.explore import ExplorerInputError, build_report, find_export, to_wandb_html
 from patchorder.explore.__main__ import main as cli_main
 from patchorder.explore.packing import (Packer, decode_matrix, dequantise_log8, encode_matrix, log8_relative_error,
                                         quantise_log8)
@@ -137,6 +137,17 @@ def test_incompatible_comparison_is_refused(tmp_path):
                      methods=("pca",))
 
 
+# ---------- the file ----------
+
+def test_report_is_self_contained_and_goes_to_wandb_unchanged(tmp_path):
+    out = build_report(synthetic_export(), tmp_path / "r.html", methods=("pca",), title="<b>x</b> & y")
+    text = out.read_text(encoding="utf-8")
+    # nothing a browser would fetch: no external script, style, image or import
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(\s*["']?https?:""", text)
+    assert text.count("<script") == 3 and "<title>&lt;b&gt;x&lt;/b&gt; &amp; y</title>" in text
+    assert to_wandb_html(out).html == text  # no stylesheet injected
+
+
 # ---------- budget ----------
 
 def test_everything_fits_a_generous_budget(tmp_path):
@@ -183,6 +194,7 @@ def run_cli(*args, cwd=None):
                           text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_report_from_a_run_dir(tmp_path):
     save(tmp_path / "run" / "attention.npz", synthetic_export())
     result = run_cli(tmp_path / "run", "-o", tmp_path / "x.html", "--methods", "pca")

@@ -21,7 +21,7 @@ raster order, as shown), ``heatmapReason(side)``, ``highlightedPatches()``, ``hi
 ``scatterPoints(side)``, ``dataToClient(side, x, y)`` (page coordinates of an embedding point), ``metrics(side)``,
 ``notices(side)``.
 """
-from patchorder.explore.report import build_report, to_wandb_html
+from patchorder.explore.report import Report, build_report, to_wandb_html, write_report
 from patchorder.explore.source import ExplorerInputError, find_export, load_export
 
-__all__ = ["build_report", "to_wandb_html", "find_export", "load_export", "ExplorerInputError"]
+__all__ = ["build_report", "write_report", "Report", "to_wandb_html", "find_export", "load_export", "ExplorerInputError"]

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from patchorder.explore.report import build_report
+from patchorder.explore.report import write_report
 from patchorder.explore.source import ExplorerInputError, find_export
 
 
@@ -39,16 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         output = args.output or find_export(args.source[0]).with_suffix(".html")
         started = time.perf_counter()
-        path = build_report(args.source, output, compare=args.compare, title=args.title,
+        report = write_report(args.source, output, compare=args.compare, title=args.title,
                             methods=[m.strip() for m in args.methods.split(",") if m.strip()], seed=args.seed,
                             max_mb=args.max_mb, encoding=args.encoding, floor=args.floor)
     except (ExplorerInputError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2
-    size = path.stat().st_size / 1e6
-    print(f"wrote {path} ({size:.2f} MB, {time.perf_counter() - started:.1f} s); open it in a browser, "
-          "or log it with patchorder.explore.to_wandb_html")
+    print(f"{report.summary()}\nbuilt in {time.perf_counter() - started:.1f} s; open it in a browser (file://) "
+          "or log it to W&B with patchorder.explore.to_wandb_html(path)")
     return 0
 
 

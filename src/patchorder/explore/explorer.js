@@ -441,15 +441,36 @@
       const [ax, ay] = side.layout.toData(drag.x0, drag.y0), [bx, by] = side.layout.toData(drag.x1, drag.y1);
       brush(ax, ay, bx, by, sides.indexOf(side));
     });
+    side.scatter.addEventListener("pointermove", (event) => showPointHover(side, localPoint(side.scatter, event)));
+    side.scatter.addEventListener("pointerleave", () => { side.info.textContent = ""; });
   }
 
-  function pickPoint(side, px, py) {
+  function nearestPoint(side, px, py) {
     let best = -1, bestDistance = PICK_RADIUS;
     for (let i = 0; i < side.points.n; i++) {
       const [x, y] = side.layout.toPx(side.points.x[i], side.points.y[i]);
       const d = Math.hypot(x - px, y - py);
       if (d <= bestDistance) { best = i; bestDistance = d; }
     }
+    return best;
+  }
+
+  function showPointHover(side, p) {
+    if (!side.points || !side.layout || side.drag) return;
+    const i = nearestPoint(side, p.x, p.y);
+    if (i < 0) { side.info.textContent = ""; return; }
+    if (side.points.kind === "blocks") {
+      const [blockNumber, image] = side.points.meta[i];
+      side.info.textContent = `stage ${state.stage} block ${blockNumber}, ${side.data.image_names[image]}`;
+      return;
+    }
+    const block = currentBlock(side), { W, L } = gridOf(block);
+    const position = positionsOf(routeOf(side, block))[i];
+    side.info.textContent = `patch row ${Math.floor(i / W)}, column ${i % W} · position ${position} of ${L}`;
+  }
+
+  function pickPoint(side, px, py) {
+    const best = nearestPoint(side, px, py);
     if (best < 0) return;
     if (side.points.kind === "patches") {
       state.patch = best;
@@ -503,6 +524,7 @@
       side.drag = null;
       finish(drag);
       render();
+      if (canvas === side.patches) showHover(side, p); // the hovered value changes with the selection
     });
   }
 
@@ -536,7 +558,7 @@
     fillSelect($("sel-reduce"), left.data.variants.map((v, i) => [i, v.reduce]), state.variant);
     fillSelect($("sel-stage"), left.data.stages.map((s) => [s, `stage ${s}`]), state.stage);
     fillSelect($("sel-block"), blocksOfStage(left, state.stage).map((b) => [b.block, `block ${b.block}`]), state.block);
-    const routes = [["merged", block && block.summed_routes ? "all routes (sum of route matrices)" : "merged"]];
+    const routes = [["merged", block && block.summed_routes ? "all routes, summed" : "merged"]];
     if (block) {
       block.route_names.forEach((name, k) => {
         const view = block.views[String(k)];
@@ -704,7 +726,7 @@
     if (data.omitted.length) {
       const notice = $("notice");
       notice.hidden = false;
-      notice.textContent = `Not stored (size budget; rebuild with a larger --max-mb to keep them): ${data.omitted.join("; ")}`;
+      notice.textContent = `Not stored (size budget; rebuild with --max-mb ${data.needed_mb} to keep them): ${data.omitted.join("; ")}`;
     }
   }
 

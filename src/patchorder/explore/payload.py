@@ -117,19 +117,20 @@ def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttentio
                    metrics: list, candidates: list[_Candidate], where: str) -> dict:
     encoding = _encoding_for(block, options)
     merged = merged_attention(block)
+    name = f"{block.key} ({where})" if where else block.key
     height, width = block.grid
     names = route_names(export.scheme, int(block.routes.shape[0]))
     views = {"merged": {"mean": encode_matrix(packer, merged.mean(axis=0), encoding, options.floor), "images": None}}
     candidates.append(_Candidate(1, merged.size, views["merged"], "images", merged, encoding, options.floor,
-                                 f"{where} {block.key}: per-image matrices (merged)"))
+                                 f"{name}: per-image matrices (merged)"))
     if not block.merged:
-        for k, name in enumerate(names):
+        for k, route in enumerate(names):
             view = views[str(k)] = {"mean": None, "images": None}
             per_route = block.attn[:, k]
             candidates.append(_Candidate(2, per_route[0].size, view, "mean", per_route.mean(axis=0), encoding,
-                                         options.floor, f"{where} {block.key}: image-mean of route {name}"))
+                                         options.floor, f"{name}: image-mean of route {route}"))
             candidates.append(_Candidate(3, per_route.size, view, "images", per_route, encoding, options.floor,
-                                         f"{where} {block.key}: per-image matrices of route {name}"))
+                                         f"{name}: per-image matrices of route {route}"))
     layouts = patch_embeddings(export, block.stage, block.block, options.methods, options.seed)
     return {
         "stage": block.stage, "block": block.block, "key": block.key, "grid": [height, width],
@@ -192,7 +193,9 @@ def _side_payload(packer: Packer, exports: Sequence[AttentionExport], label: str
                    "pixels": packer.add(images, "u8")},
         "image_names": image_names(first),
         "stages": first.stages(),
-        "variants": [_variant_payload(packer, e, options, candidates, where, _same_reduce(e, others))
+        "variants": [_variant_payload(packer, e, options, candidates,
+                                      ", ".join(x for x in (where, e.reduce if len(exports) > 1 else "") if x),
+                                      _same_reduce(e, others))
                      for e in exports],
     }
 
@@ -225,9 +228,12 @@ def build_payload(sides: Sequence[tuple[Sequence[AttentionExport], str]], option
                                 others=sides[1 - i][0] if len(sides) == 2 else ())
                   for i, ((exports, label), where) in enumerate(zip(sides, names))],
     }
-    omitted = _fill_budget(packer, candidates, options.max_bytes - fixed_bytes - _json_size(payload))
+    omitted, omitted_bytes = _fill_budget(packer, candidates, options.max_bytes - fixed_bytes - _json_size(payload))
     payload["omitted"] = omitted
+    payload["omitted_bytes"] = omitted_bytes  # what keeping them would add to the file
     payload["budget_bytes"] = options.max_bytes
+    whole = fixed_bytes + _json_size(payload) + packer.encoded_size() + omitted_bytes
+    payload["needed_mb"] = int(np.ceil(whole / 1e6))  # a --max-mb that keeps every view
     return payload, packer
 
 
@@ -237,9 +243,12 @@ def _json_size(payload: dict) -> int:
     return len(json.dumps(payload))
 
 
-def _fill_budget(packer: Packer, candidates: list[_Candidate], room: int) -> list[str]:
-    """Add optional views cheapest tier first, smallest first, while the file stays within ``room`` bytes."""
-    omitted = []
+def _fill_budget(packer: Packer, candidates: list[_Candidate], room: int) -> tuple[list[str], int]:
+    """Add optional views cheapest tier first, smallest first, while the file stays within ``room`` bytes.
+
+    Returns what was left out and how many bytes it would have added.
+    """
+    omitted, omitted_bytes = [], 0
     used = packer.encoded_size()
     json_per_view = 120  # the JSON reference of one stored view, generously
     for candidate in sorted(candidates, key=lambda c: (c.tier, c.size)):
@@ -249,7 +258,8 @@ def _fill_budget(packer: Packer, candidates: list[_Candidate], room: int) -> lis
         if used + added > room:
             packer.truncate(mark)
             omitted.append(candidate.description)
+            omitted_bytes += added
             continue
         used += added
         candidate.view[candidate.slot] = ref
-    return omitted
+    return omitted, omitted_bytes

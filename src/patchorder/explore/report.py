@@ -5,6 +5,7 @@ import html
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +62,37 @@ def _load_side(sources: Source | Sequence[Source]) -> tuple[list[AttentionExport
     return exports, label
 
 
+@dataclass
+class Report:
+    """What :func:`write_report` wrote: the file, its size, and the optional views the budget left out."""
+
+    path: Path
+    size_bytes: int
+    omitted: list[str]
+    omitted_bytes: int  # how much larger the file would be with them
+
+    def summary(self) -> str:
+        text = f"wrote {self.path} ({self.size_bytes / 1e6:.2f} MB)"
+        if self.omitted:
+            needed = (self.size_bytes + self.omitted_bytes) / 1e6
+            text += (f"; {len(self.omitted)} optional view(s) left out to fit the size budget "
+                     f"(--max-mb {needed:.0f} keeps them all): " + "; ".join(self.omitted))
+        return text
+
+
 def build_report(export_or_path: Source | Sequence[Source], out_path: str | Path,
+                 compare: Source | Sequence[Source] | None = None, **options) -> Path:
+    """Write the explorer for an export (or run directory) to ``out_path`` and return the path.
+
+    See :func:`write_report` for the arguments.
+    """
+    return write_report(export_or_path, out_path, compare, **options).path
+
+
+def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path,
                  compare: Source | Sequence[Source] | None = None, *, title: str | None = None,
                  methods: Sequence[str] = ("pca", "tsne", "umap"), seed: int = 0, max_mb: float = 15.0,
-                 encoding: str = "auto", floor: float = 1e-4) -> Path:
+                 encoding: str = "auto", floor: float = 1e-4) -> Report:
     """Write the interactive attention explorer for an export (or run directory) to ``out_path``.
 
     ``export_or_path``: an AttentionExport, an .npz written by ``export.save``, a run directory (its newest
@@ -93,7 +121,7 @@ def build_report(export_or_path: Source | Sequence[Source], out_path: str | Path
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(render(payload, packer, title), encoding="utf-8")
-    return out_path
+    return Report(out_path, out_path.stat().st_size, payload["omitted"], payload["omitted_bytes"])
 
 
 def to_wandb_html(report_path: str | Path):
