@@ -1,0 +1,95 @@
+"""AttentionLogger: the hidden attention of the model on a fixed probe batch, every N epochs and at the end of fit.
+
+Rank 0 only, with no collective call inside (other DDP ranks return at once). Each time it writes the files
+of :mod:`patchorder.callbacks.attention_files` under <run dir>/attention/ (``attention_epoch{E:03d}``, E the
+0-based epoch as in checkpoint names, and ``attention_final``), logs the metrics as scalars to every logger
+(``attention/s0b1/distance``, ``attention/stage0/neighbour_mass_r1``, ...) and, when a WandbLogger is present,
+the pictures (``attention/s0b1/matrix``, ``attention/s0b1/patch_r3c4``), the embedding tables and scatter
+charts (``attention/s0b1/patches_pca``, ``attention/stage0/blocks_pca``), the HTML explorer
+(``attention/report``, end of fit) and, for an online run, an artifact of type "attention".
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from patchorder.callbacks import common, wandb_media
+from patchorder.callbacks.attention_files import (
+    WrittenAttention, check_selection, make_options, probe_export, write_attention_artifacts,
+)
+
+PREFIX = "attention"
+
+
+class AttentionLogger(L.Callback):
+    """Log attention matrices, per-patch heatmaps, metrics, embeddings and the raw export during training.
+
+    Args:
+        every_n_epochs: also log after every N-th training epoch (0 or None: only at the end of fit).
+        report: write the HTML explorer next to attention_final.npz (and log it to W&B when present).
+        dirpath: where the files go; None: <run dir>/attention.
+        **options: :class:`~patchorder.callbacks.attention_files.AttentionOptions` (stages, blocks,
+            num_images, query_patches, per_image_matrices, embeddings, methods, cmap, scale, ...).
+    """
+
+    def __init__(self, every_n_epochs: int | None = 1, report: bool = True, dirpath: str | Path | None = None,
+                 **options: Any) -> None:
+        self.every_n_epochs = common.every_n(every_n_epochs, "every_n_epochs")
+        self.report = bool(report)
+        self.dirpath = dirpath
+        self.options = make_options(options, "AttentionLogger")
+        self.written: list[WrittenAttention] = []  # what this process wrote, in order (read by tests and studies)
+        self._probe: tuple | None = None
+        self._last: tuple[int, Any] | None = None  # (global_step, export) of the latest extraction
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero:
+            return
+        datamodule = common.datamodule_of(trainer, "AttentionLogger")
+        self._probe = common.probe(datamodule, self.options.num_images, "AttentionLogger",
+                                   "callbacks.attention.num_images")
+        # Fail now, not after the first epoch, when stages, blocks or query patches cannot exist.
+        check_selection(common.eval_network(pl_module), self.options, self._probe[0].shape[-2:])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.log_attention(trainer, pl_module, f"attention_epoch{trainer.current_epoch:03d}", final=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_train_end, not on_fit_end: the model is still on its device and the loggers are still open.
+        if trainer.is_global_zero:
+            self.log_attention(trainer, pl_module, "attention_final", final=True)
+
+    def log_attention(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str, final: bool) -> WrittenAttention:
+        """Extract, write and log now (rank 0 only: the hooks check); training's random streams are untouched."""
+        with common.preserved_rng():
+            return self._log_attention(trainer, pl_module, tag, final)
+
+    def _log_attention(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str, final: bool) -> WrittenAttention:
+        step = trainer.global_step
+        started = time.perf_counter()
+        repeat = self._last is not None and self._last[0] == step  # same weights as the last log (final after epoch)
+        if repeat:
+            export = self._last[1]
+        else:
+            images, labels = self._probe
+            export = probe_export(common.eval_network(pl_module), images, labels, trainer.datamodule, self.options)
+        extract_seconds = time.perf_counter() - started
+        meta = {"epoch": trainer.current_epoch, "global_step": step, "final": final,
+                "extract_seconds": round(extract_seconds, 3)}
+        written = write_attention_artifacts(export, common.output_dir(trainer, self.dirpath, PREFIX), tag,
+                                            self.options, report=final and self.report, meta=meta)
+        if not repeat:
+            scalars = {f"{PREFIX}/{k}": v for k, v in written.rendered.scalars().items()}
+            for logger in common.other_loggers(trainer):
+                logger.log_metrics(scalars, step=step)
+        run = common.wandb_run(trainer)
+        if run is not None:
+            wandb_media.log_attention(run, written.rendered, written.paths, step, tag, PREFIX, media=not repeat)
+        written.seconds = time.perf_counter() - started
+        self._last = (step, export)
+        self.written.append(written)
+        return written
