@@ -67,7 +67,7 @@ def backend_fn(name):
 
 
 @pytest.fixture(params=["tuned", "time-last-blocks-of-7", "time-major-blocks-of-7"])
-def block_steps(request, monkeypatch):
+def scan_settings(request, monkeypatch):
     """Run with the tuned settings, and with blocks of 7 steps in each buffer layout, so that every test
     crosses block boundaries, ends on a partial block, and covers both layouts at every d_state."""
     if request.param != "tuned":
@@ -87,13 +87,12 @@ SHAPES = [  # (b, d, n, g, l)
 ]
 
 
-@pytest.mark.parametrize("backend", ["torch"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b{}d{}n{}g{}l{}".format(*s))
 @pytest.mark.parametrize("with_D,with_bias,softplus", [(True, True, True), (False, False, False),
                                                        (True, False, False), (False, True, True)])
-def test_matches_reference_in_float64(backend, shape, with_D, with_bias, softplus, block_steps):
+def test_torch_backend_matches_reference_in_float64(shape, with_D, with_bias, softplus, scan_settings):
     inputs = make_inputs(*shape, with_D=with_D, with_bias=with_bias, softplus=softplus)
-    y, grads = run_with_grads(backend_fn(backend), inputs, softplus)
+    y, grads = run_with_grads(backend_fn("torch"), inputs, softplus)
     y_ref, grads_ref = run_with_grads(selective_scan_reference, inputs, softplus)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     assert grads.keys() == grads_ref.keys()
@@ -169,7 +168,7 @@ def assert_float32_close(inputs32: dict, softplus: bool, fn=selective_scan_fast,
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 1, 4, 300), (2, 8, 16, 2, 300)], ids=["n1", "n16"])
-def test_float32_within_rounding_of_float64_reference(shape, block_steps):
+def test_float32_within_rounding_of_float64_reference(shape, scan_settings):
     inputs = make_inputs(*shape, dtype=torch.float32)
     assert_float32_close(inputs, softplus=True)
 
