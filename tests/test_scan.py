@@ -354,4 +354,4 @@ def test_bench_scan_quick_smoke():
     for row in rows:
         forward_ms, forward_backward_ms = float(row[3]), float(row[5])
         assert 0 < forward_ms < 60_000 and 0 < forward_backward_ms < 60_000
-    assert "targets at n=1" in result.stdout
+    assert "n=1, L=32, fwd+bwd:" in result.stdout and "n=16, L=32, fwd+bwd:" in result.stdout
