@@ -273,8 +273,11 @@ class ProbeData:
 
     class_names = [str(d) for d in range(10)]
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, val_size: int = 100):
+        self.calls, self.val_size = 0, val_size
+
+    def val_dataloader(self):
+        return SimpleNamespace(dataset=range(self.val_size))
 
     def probe_batch(self, n):
         self.calls += 1
@@ -290,9 +293,9 @@ class Untouchable:
         raise AssertionError(f"a non-zero rank touched pl_module.{name}")
 
 
-def fake_trainer(root: Path, rank_zero: bool, loggers=()):
+def fake_trainer(root: Path, rank_zero: bool, loggers=(), val_size: int = 100):
     return SimpleNamespace(is_global_zero=rank_zero, current_epoch=0, global_step=5, default_root_dir=str(root),
-                           loggers=list(loggers), datamodule=ProbeData())
+                           loggers=list(loggers), datamodule=ProbeData(val_size))
 
 
 def test_other_ranks_do_nothing(tmp_path):
@@ -329,3 +332,20 @@ def test_rank_zero_without_wandb_writes_files_and_csv_scalars(tmp_path, micro):
         rows = [r for r in csv.DictReader(handle) if r.get("attention/s1b0/distance")]
     assert len(rows) == 1 and float(rows[0]["attention/s1b0/distance"]) == pytest.approx(
         metrics_table(a)[0]["distance"], rel=1e-12)
+
+
+def test_embedding_sample_shrinks_to_a_small_validation_split_and_says_so(tmp_path, micro):
+    trainer = fake_trainer(tmp_path, rank_zero=True, val_size=3)
+    callback = EmbeddingLogger(num_samples=5, every_n_epochs=1)
+    with pytest.warns(UserWarning, match="validation split has 3 images, fewer than num_samples=5"):
+        callback.setup(trainer, SimpleNamespace(model=micro), "fit")
+    callback.on_train_epoch_end(trainer, SimpleNamespace(model=micro))
+    saved = np.load(tmp_path / "embeddings" / "features_epoch000.npz")
+    images, labels = trainer.datamodule.probe_batch(3)
+    features, logits = pooled_features(micro, images)
+    assert np.array_equal(saved["features"], features) and np.array_equal(saved["labels"], labels.numpy())
+    assert np.array_equal(saved["predictions"], logits.argmax(1))
+    with open(tmp_path / "embeddings" / "features_epoch000.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:6] == ["sample", "label", "class_name", "prediction", "predicted_class", "correct"]
+    assert len(rows) == 4 and len(rows[1]) == 6 + micro.num_features

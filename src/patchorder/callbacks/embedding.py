@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import numpy as np
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ class EmbeddingLogger(L.Callback):
     """Log the pooled features of ``num_samples`` validation images (spread over classes, the same every time).
 
     Args:
-        num_samples: images in the sample (at most the validation split's size).
+        num_samples: images in the sample; the whole validation split when it is smaller (with a warning).
         every_n_epochs: also log after every N-th epoch (0 or None: only at the end of fit).
         batch_size: images per forward pass.
         dirpath: where the files go; None: <run dir>/embeddings.
@@ -71,8 +72,12 @@ class EmbeddingLogger(L.Callback):
         if stage != "fit" or not trainer.is_global_zero:
             return
         datamodule = common.datamodule_of(trainer, "EmbeddingLogger")
-        self._sample = common.probe(datamodule, self.num_samples, "EmbeddingLogger",
-                                    "callbacks.embedding.num_samples")
+        available = len(datamodule.val_dataloader().dataset)
+        count = min(self.num_samples, available)
+        if count < self.num_samples:  # a default that fits most data: say so rather than fail a small split
+            rank_zero_warn(f"EmbeddingLogger: the validation split has {available} images, fewer than num_samples="
+                           f"{self.num_samples}; embedding all {available}")
+        self._sample = common.probe(datamodule, count, "EmbeddingLogger", "callbacks.embedding.num_samples")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
