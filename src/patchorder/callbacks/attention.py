@@ -65,7 +65,7 @@ class AttentionLogger(L.Callback):
 
     def log_attention(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str, final: bool) -> WrittenAttention:
         """Extract, write and log now (rank 0 only: the hooks check); training's random streams are untouched."""
-        with common.preserved_rng():
+        with common.logging_work():
             return self._log_attention(trainer, pl_module, tag, final)
 
     def _log_attention(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str, final: bool) -> WrittenAttention:

@@ -89,7 +89,7 @@ class EmbeddingLogger(L.Callback):
 
     def log_features(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, Any]:
         """Compute, write and log now (rank 0 only: the hooks check); training's random streams are untouched."""
-        with common.preserved_rng():
+        with common.logging_work():
             return self._log_features(trainer, pl_module, tag)
 
     def _log_features(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, Any]:

@@ -33,6 +33,12 @@ def export_checkpoint_attention(module: L.LightningModule, datamodule: Any, atte
     AttentionOptions keys). The probe images come from the validation split, as in training, so the export
     can be compared with the training run's (the explorer's ``--compare``).
     """
+    with common.blas_threads_like_torch():
+        return _export(module, datamodule, attention_cfg, output_dir)
+
+
+def _export(module: L.LightningModule, datamodule: Any, attention_cfg: DictConfig | dict,
+            output_dir: str | Path) -> dict[str, Any]:
     started = time.perf_counter()
     settings = OmegaConf.to_container(attention_cfg, resolve=True) if isinstance(attention_cfg, DictConfig) \
         else dict(attention_cfg)
