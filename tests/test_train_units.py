@@ -188,3 +188,32 @@ def test_non_finite_loss_message():
     message = str(NonFiniteLossError(step=12, epoch=1, batch_idx=3, value=float("nan"), last_checkpoint="/x/last.ckpt"))
     assert "nan at global step 12 (epoch 1, batch 3)" in message and "/x/last.ckpt" in message
     assert "lower the learning rate" in message and "check the data" in message
+
+
+# --- run-level decisions ------------------------------------------------------------------------------------------
+def test_ddp_that_relaunches_the_script_is_refused_inside_a_local_multirun(monkeypatch):
+    import lightning as L
+
+    from patchorder.training import builders, hydra_info
+
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    builders.check_launcher_fits_hydra_mode(trainer)  # a single run may relaunch
+    monkeypatch.setattr(hydra_info, "is_multirun", lambda: True)
+    with pytest.raises(ConfigError, match="hydra/launcher=slurm"):
+        builders.check_launcher_fits_hydra_mode(trainer)
+    builders.check_launcher_fits_hydra_mode(L.Trainer(accelerator="cpu", devices=1, logger=False))
+
+
+def test_a_requeued_job_resumes_its_own_last_checkpoint(tmp_path):
+    from omegaconf import OmegaConf
+
+    from patchorder.training.run import resolve_ckpt_path
+
+    cfg = OmegaConf.create({"ckpt_path": None, "paths": {"output_dir": str(tmp_path), "log_dir": str(tmp_path)}})
+    assert resolve_ckpt_path(cfg, {}) is None
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert resolve_ckpt_path(cfg, {}) == str((tmp_path / "checkpoints" / "last.ckpt").resolve())
+    explicit = tmp_path / "other.ckpt"
+    cfg.ckpt_path = str(explicit)
+    assert resolve_ckpt_path(cfg, {}) == str(explicit.resolve())

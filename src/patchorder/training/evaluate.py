@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from patchorder.callbacks.eval_export import export_checkpoint_attention, wants_export
 from patchorder.data.base import DataConfigError
 from patchorder.training import builders, console, hydra_info
 from patchorder.training.checkpoints import load_hyper_parameters
@@ -20,6 +21,7 @@ from patchorder.training.config import build_ordering, check_image_size, orderin
 from patchorder.training.errors import ConfigError
 from patchorder.training.module import ClassificationModule, finite_or_none
 from patchorder.training.results import write_results
+from patchorder.training.run import cpu_threads
 
 SPLITS = ("test", "val")
 
@@ -38,6 +40,12 @@ def load_module(ckpt_path: str | Path, hparams: dict[str, Any], ordering: Any, u
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate the checkpoint ``cfg.ckpt_path``; returns (and writes) the results."""
+    with cpu_threads(cfg.get("cpu_threads")):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     results: dict[str, Any] = {"status": "running", "task": "eval", "ckpt_path": None, "split": cfg.get("split"),
@@ -75,6 +83,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         elif list(datamodule.class_names) != list(hparams["class_names"]):
             raise ConfigError("the data's classes differ from the checkpoint's; evaluate on the data it was trained on")
         module = load_module(ckpt_path, hparams, ordering, use_ema)
+        if wants_export(cfg.get("attention")):  # before testing: a bad attention setting fails at once
+            results["attention"] = export_checkpoint_attention(module, datamodule, cfg.attention, output_dir)
         trainer = builders.build_trainer(cfg, callbacks=[], loggers=[])
         loader = datamodule.val_dataloader() if cfg.split == "val" else datamodule.test_dataloader()
         trainer.test(module, dataloaders=loader, verbose=False)

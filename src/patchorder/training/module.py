@@ -70,8 +70,11 @@ class ClassificationModule(L.LightningModule):
         self.eval_loss = nn.CrossEntropyLoss()
 
         ema = ema or {}
-        self.ema = ModelEmaV3(self.model, decay=ema.get("decay", 0.9999), use_warmup=ema.get("warmup", False)) \
-            if ema.get("enabled", False) else None
+        self.ema = None
+        if ema.get("enabled", False):
+            self.ema = ModelEmaV3(self.model, decay=ema.get("decay", 0.9999), use_warmup=ema.get("warmup", False))
+            # Never run while training; Lightning switches it to eval mode for validation and test.
+            self.ema.module.train()
 
         top_k = min(5, num_classes)
         self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")

@@ -5,12 +5,14 @@ single run re-raises after recording.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
@@ -40,8 +42,6 @@ def start_results(cfg: DictConfig) -> dict[str, Any]:
         "model": cfg.model.name if cfg.get("model") else None,
         "experiment": cfg.get("experiment_name"),
         "seed": cfg.get("seed"),
-        "config_fingerprint": fingerprint(cfg) if all(cfg.get(k) is not None for k in ("model", "ordering", "data",
-                                                                                      "module", "trainer")) else None,
         "job_num": hydra_info.job_num(),
         "overrides": hydra_info.overrides(),
         "output_dir": str(Path(cfg.paths.output_dir).resolve()),
@@ -67,14 +67,15 @@ def resolve_ckpt_path(cfg: DictConfig, results: dict[str, Any]) -> str | None:
 
 def fit_results(trainer: L.Trainer, throughput: TrainThroughput, loggers: list) -> dict[str, Any]:
     checkpoint: ModelCheckpoint | None = trainer.checkpoint_callback
-    wandb_logger, csv_logger = builders.wandb_logger(loggers), builders.csv_logger(loggers)
+    wandb_logger = builders.wandb_logger(loggers)
     wandb_run = wandb_logger.experiment if wandb_logger is not None else None
+    best = {}
+    if checkpoint is not None and checkpoint.monitor:
+        best[checkpoint.monitor] = finite_or_none(checkpoint.best_model_score)
     return {
         "final": metrics_of(trainer),
-        "best": {
-            checkpoint.monitor: finite_or_none(checkpoint.best_model_score) if checkpoint else None,
-        } if checkpoint and checkpoint.monitor else {},
-        "epochs_completed": trainer.current_epoch,
+        "best": best,
+        "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "train_batches_per_epoch": trainer.num_training_batches,
         "world_size": trainer.world_size,
@@ -92,12 +93,34 @@ def fit_results(trainer: L.Trainer, throughput: TrainThroughput, loggers: list) 
             "run_file": str(wandb_run.settings.sync_file) if wandb_run is not None else None,
             "mode": str(wandb_run.settings.mode) if wandb_run is not None else None,
         } if wandb_logger is not None else None,
-        "csv": str(Path(csv_logger.log_dir) / "metrics.csv") if csv_logger is not None else None,
+        "csv": csv_path(loggers),
     }
+
+
+def csv_path(loggers: list) -> str | None:
+    csv_logger = builders.csv_logger(loggers)
+    return str(Path(csv_logger.log_dir) / "metrics.csv") if csv_logger is not None else None
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """torch's intra-op thread count for the duration of a job (unchanged when ``threads`` is null)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg``; returns (and writes) its results."""
+    with cpu_threads(cfg.get("cpu_threads")):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     is_zero = hydra_info.launching_rank() == 0
@@ -107,6 +130,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     console.single_console_log()
     try:
         validate_train_config(cfg)
+        results["config_fingerprint"] = fingerprint(cfg)
         results["resumed_from"] = resolve_ckpt_path(cfg, results)
         if is_zero:
             write_results(output_dir, results)  # marks the run (for ckpt_path=last) even if it is killed later
@@ -134,17 +158,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             results["test"] = {k: v for k, v in metrics_of(trainer).items() if k.startswith("test/")}
             results["test"]["weights"] = "best" if has_best else "last"
         results["status"] = "completed"
-    except BaseException as error:  # record KeyboardInterrupt too: the run directory says what happened
-        results["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    except BaseException as error:  # Ctrl-C too (Lightning turns it into SystemExit): the run directory says so
+        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
+        results["status"] = "interrupted" if interrupted else "failed"
         results["error"] = f"{type(error).__name__}: {error}"
         results["traceback"] = traceback.format_exc()
         if trainer is not None:
-            results.setdefault("epochs_completed", trainer.current_epoch)
+            results.setdefault("epochs", trainer.current_epoch)
             results.setdefault("global_step", trainer.global_step)
             checkpoint = trainer.checkpoint_callback
             results.setdefault("checkpoints", {"last": getattr(checkpoint, "last_model_path", None) or None,
                                                "best": getattr(checkpoint, "best_model_path", None) or None})
-        if not hydra_info.is_multirun() or isinstance(error, KeyboardInterrupt):
+            if trainer.is_global_zero:
+                results.setdefault("csv", csv_path(loggers))
+        if interrupted or not hydra_info.is_multirun():
             raise
     finally:
         results["wall_time_s"] = round(time.time() - started, 3)

@@ -32,7 +32,7 @@ def summary_row(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "best val/acc1": best.get("val/acc1"),
         "test/acc1": test.get("test/acc1"),
         "eval acc1": f"{metrics['acc1']:.4f} ({results.get('split')})" if metrics.get("acc1") is not None else None,
-        "epochs": results.get("epochs_completed"),
+        "epochs": results.get("epochs"),
         "images/s": results.get("train_images_per_sec"),
         "wall s": results.get("wall_time_s"),
         "dir": run_dir.name,
