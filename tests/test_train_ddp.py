@@ -11,9 +11,10 @@ pytestmark = pytest.mark.slow
 
 def test_ddp_cpu_two_processes(tmp_path):
     batch = 32
-    # A small training split (10% of digits) so one whole epoch is cheap.
+    # A small training split (10% of digits) so one whole epoch is cheap. The default callbacks stay on: the
+    # rank-0-only attention and embedding loggers must not stall the other process.
     proc = run_script("train.py", ["trainer=ddp_cpu", "trainer.max_epochs=1", f"data.batch_size={batch}",
-                                   "data.val_fraction=0.1", "data.test_fraction=0.8", "trainer.limit_val_batches=1",
+                                   "data.image_size=32", "data.val_fraction=0.1", "data.test_fraction=0.8", "trainer.limit_val_batches=1",
                                    "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1", "test=false"],
                       tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

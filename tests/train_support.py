@@ -20,8 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 TESTS_DIR = Path(__file__).resolve().parent
 
-# Tiny but real: vmamba_micro on 32 px digits, a few batches, no network.
+# Tiny but real: vmamba_micro on 32 px digits, a few batches, no network. The attention and embedding callbacks
+# (tested in test_callbacks*.py) are left out to keep these runs short.
 TINY = [
+    "callbacks.attention=null",
+    "callbacks.embedding=null",
     "data.batch_size=32",
     "data.image_size=32",
     "trainer.max_epochs=2",
