@@ -112,3 +112,12 @@ def test_config_error_ends_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         evaluate_job.main(eval_cfg)
     assert stop.value.code == 2 and "does not exist" in capsys.readouterr().out
+
+
+def test_data_errors_end_with_the_data_modules_message(tmp_path, capsys):
+    cfg = cfg_for(tmp_path, "paper", "experiment=paper", "trainer=cpu", "logger=none", "data.root=/nonexistent/imagenet")
+    with pytest.raises(SystemExit) as stop:
+        train_job.main(cfg)
+    out = " ".join(capsys.readouterr().out.split())
+    assert stop.value.code == 2 and "DataConfigError" in out and "/nonexistent/imagenet" in out
+    assert "Traceback" not in out

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
+from patchorder.data.base import DataConfigError
 from patchorder.training import hydra_info
 from patchorder.training.config import ordering_label, to_plain
 from patchorder.training.data_order import make_train_loader_resumable
@@ -20,7 +22,12 @@ from patchorder.training.module import ClassificationModule
 
 
 def build_datamodule(data_cfg: DictConfig, resumable: bool = True) -> L.LightningDataModule:
-    datamodule = instantiate(data_cfg, _convert_="all")
+    try:
+        datamodule = instantiate(data_cfg, _convert_="all")
+    except InstantiationException as error:  # show the data module's own message, not Hydra's wrapper
+        if isinstance(error.__cause__, (DataConfigError, ConfigError)):
+            raise error.__cause__ from None
+        raise
     datamodule.setup("fit")  # builds the splits now: data errors surface before the model is built
     return make_train_loader_resumable(datamodule) if resumable else datamodule
 

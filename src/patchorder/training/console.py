@@ -57,8 +57,11 @@ def print_error(error: BaseException) -> None:
 
 def single_console_log() -> None:
     """Lightning's "lightning" logger prints to the console itself and also passes records up to the root logger,
-    which Hydra already prints (and writes to <run dir>/<task>.log): drop Lightning's own console handler."""
-    if not logging.getLogger().handlers:
+    which Hydra already prints (and writes to <run dir>/<task>.log): drop Lightning's own console handler.
+    Only inside a Hydra job, whose logging Hydra configured."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not logging.getLogger().handlers:
         return
     lightning_logger = logging.getLogger("lightning")
     for handler in list(lightning_logger.handlers):
