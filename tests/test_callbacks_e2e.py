@@ -48,7 +48,8 @@ def wandb_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cb_wandb")
     run_dir = root / "outputs/day/run"
     results = train_job.train(compose_cfg("train", root, [
-        f"paths.output_dir={run_dir}", *RUN, "callbacks.attention.per_image_matrices=true",
+        f"paths.output_dir={run_dir}", *RUN, "callbacks.attention.every_n_epochs=1",
+        "callbacks.attention.per_image_matrices=true",
         "callbacks.attention.report_methods=[pca]"]))
     assert results["status"] == "completed"
     records = wandb_records(results["wandb"]["run_file"])
@@ -97,7 +98,8 @@ def test_metrics_in_wandb_csv_and_json_equal_metrics_table_of_the_npz(wandb_run)
     final = load(run_dir / "attention/attention_final.npz")
     rows = metrics_table(final)
     document = read_json(run_dir / "attention/attention_final_metrics.json")
-    assert document["blocks"] == rows and document["global_step"] == 2
+    assert document["blocks"] == rows and (document["global_step"], document["epochs_completed"]) == (2, 1)
+    assert read_json(run_dir / "attention/attention_epoch000_metrics.json")["epoch"] == 0
     (item,) = logged(history, "attention/s0b0/distance")  # once: the final log reuses epoch 0's, same step
     csv_rows = [r for r in read_csv_rows(Path(results["csv"])) if r.get("attention/s0b0/distance")]
     assert len(csv_rows) == 1

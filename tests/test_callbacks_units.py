@@ -102,7 +102,8 @@ def test_bad_query_patches_are_rejected_with_the_reason(spec, message):
 @pytest.mark.parametrize("settings, message", [
     ({"colour": "red"}, r"unknown setting\(s\) \['colour'\]"), ({"num_images": 0}, "positive integer"),
     ({"merge": "mean"}, "merge='mean'"), ({"methods": ["mds"]}, "unknown"), ({"npz_dtype": "int8"}, "npz_dtype"),
-    ({"stages": [-1]}, "indices >= 0"), ({"stages": "all"}, "list of indices"), ({"min_px": 64, "max_px": 32}, "min_px"),
+    ({"stages": [-1]}, "indices >= 0"), ({"stages": "all"}, "list of indices"),
+    ({"min_px": 64, "max_px": 32}, "min_px"),
     ({"scale": "sqrt"}, "colour scale"), ({"cmap": "nope"}, "colour map"), ({"log_floor": 2.0}, "log_floor"),
     ({"query_patches": ["middle"]}, "unknown query patch"), ({"embeddings": True, "methods": []}, "at least one"),
 ])
@@ -264,7 +265,8 @@ def test_pooled_features_are_what_the_head_classifies(micro):
     with torch.no_grad():
         expected = micro(images)
         pre = micro.forward_head(micro.forward_features(images), pre_logits=True)
-    assert features.shape == (5, micro.num_features) and np.allclose(features, pre.numpy(), atol=1e-5)  # other batch split: float32 rounding
+    # Another batch split than the reference pass: equal up to float32 rounding.
+    assert features.shape == (5, micro.num_features) and np.allclose(features, pre.numpy(), atol=1e-5)
     assert np.allclose(logits, expected.numpy(), atol=1e-4)
 
 

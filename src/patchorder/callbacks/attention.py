@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 
+from patchorder.attention import load
 from patchorder.callbacks import common, wandb_media
 from patchorder.callbacks.attention_files import (
     WrittenAttention, check_selection, make_options, probe_export, write_attention_artifacts,
@@ -35,7 +36,7 @@ class AttentionLogger(L.Callback):
             num_images, query_patches, per_image_matrices, embeddings, methods, cmap, scale, ...).
     """
 
-    def __init__(self, every_n_epochs: int | None = 1, report: bool = True, dirpath: str | Path | None = None,
+    def __init__(self, every_n_epochs: int | None = 2, report: bool = True, dirpath: str | Path | None = None,
                  **options: Any) -> None:
         self.every_n_epochs = common.every_n(every_n_epochs, "every_n_epochs")
         self.report = bool(report)
@@ -43,7 +44,7 @@ class AttentionLogger(L.Callback):
         self.options = make_options(options, "AttentionLogger")
         self.written: list[WrittenAttention] = []  # what this process wrote, in order (read by tests and studies)
         self._probe: tuple | None = None
-        self._last: tuple[int, Any] | None = None  # (global_step, export) of the latest extraction
+        self._last: tuple[int, Path] | None = None  # (global_step, .npz) of the latest extraction
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero:
@@ -63,23 +64,26 @@ class AttentionLogger(L.Callback):
         if trainer.is_global_zero:
             self.log_attention(trainer, pl_module, "attention_final", final=True)
 
-    def log_attention(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str, final: bool) -> WrittenAttention:
+    def log_attention(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str,
+                      final: bool) -> WrittenAttention:
         """Extract, write and log now (rank 0 only: the hooks check); training's random streams are untouched."""
         with common.logging_work():
             return self._log_attention(trainer, pl_module, tag, final)
 
-    def _log_attention(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str, final: bool) -> WrittenAttention:
+    def _log_attention(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str,
+                       final: bool) -> WrittenAttention:
         step = trainer.global_step
         started = time.perf_counter()
         repeat = self._last is not None and self._last[0] == step  # same weights as the last log (final after epoch)
-        if repeat:
-            export = self._last[1]
+        if repeat:  # read back rather than kept in memory between epochs (stage 0 of VMamba-T: ~40 MB per image)
+            export = load(self._last[1])
         else:
             images, labels = self._probe
             export = probe_export(common.eval_network(pl_module), images, labels, trainer.datamodule, self.options)
         extract_seconds = time.perf_counter() - started
-        meta = {"epoch": trainer.current_epoch, "global_step": step, "final": final,
-                "extract_seconds": round(extract_seconds, 3)}
+        # In on_train_epoch_end current_epoch is the epoch just trained; in on_train_end the number trained.
+        when = {"epochs_completed": trainer.current_epoch} if final else {"epoch": trainer.current_epoch}
+        meta = {**when, "global_step": step, "final": final, "extract_seconds": round(extract_seconds, 3)}
         written = write_attention_artifacts(export, common.output_dir(trainer, self.dirpath, PREFIX), tag,
                                             self.options, report=final and self.report, meta=meta)
         if not repeat:
@@ -90,6 +94,6 @@ class AttentionLogger(L.Callback):
         if run is not None:
             wandb_media.log_attention(run, written.rendered, written.paths, step, tag, PREFIX, media=not repeat)
         written.seconds = time.perf_counter() - started
-        self._last = (step, export)
+        self._last = (step, written.paths["npz"])
         self.written.append(written)
         return written

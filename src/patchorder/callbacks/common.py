@@ -70,6 +70,7 @@ def blas_threads_like_torch() -> Iterator[None]:
     Without it OpenBLAS starts one busy-waiting thread per core next to torch's: on a shared 2-core machine a
     256 x 256 SVD (the PCA of a 16 x 16 grid's attention rows) took 2.5 s instead of 0.014 s.
     """
+    import scipy.linalg  # noqa: F401  scipy's own OpenBLAS must be loaded to be limited
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):

@@ -23,7 +23,8 @@ def check_scale(scale: str, floor: float) -> None:
     if scale not in SCALES:
         raise ValueError(f"unknown colour scale {scale!r}; choose one of {', '.join(map(repr, SCALES))}")
     if not 0 < floor < 1:
-        raise ValueError(f"log_floor must be in (0, 1) (the smallest value shown, relative to the maximum), got {floor}")
+        raise ValueError(f"log_floor must be in (0, 1) (the smallest value shown, relative to the maximum), "
+                         f"got {floor}")
 
 
 def check_colormap(name: str) -> None:
