@@ -250,11 +250,12 @@ def test_fast_softplus_matches_torch_softplus_to_rounding():
         ("delta_bias", torch.zeros(8, 1)),
     ],
 )
-def test_shape_errors_name_the_argument(name, bad):
+@pytest.mark.parametrize("entry", [selective_scan, selective_scan_fast], ids=["dispatcher", "fast-directly"])
+def test_shape_errors_name_the_argument(name, bad, entry):
     inputs = make_inputs(2, 8, 2, 4, 10)
     inputs[name] = bad
     with pytest.raises(ValueError, match=rf"selective_scan: {name} must "):
-        selective_scan(*[inputs[k] for k in NAMES])
+        entry(*[inputs[k] for k in NAMES])
 
 
 def test_auto_on_cpu_uses_the_torch_backend(monkeypatch):

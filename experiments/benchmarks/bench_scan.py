@@ -6,7 +6,8 @@ Times forward and forward+backward (gradients of every input) of:
               scan, contract with C, add D u (same inputs, outputs and elementwise work as ours)
   reference   the "reference" backend: the sequential oracle, a Python loop over unbound time steps
   loop        a per-step loop that indexes x[:, :, i] like mamba-ssm's selective_scan_ref; autograd's backward
-              of that indexing grows quadratically with L, so it is timed at a shorter length (--loop-length)
+              of that indexing grows quadratically with L, so it is timed once: at the longest L for
+              d_state 1 (about 3 minutes at L=3136), at a shorter length (--loop-length) for larger d_state
   mamba_ssm   listed only where the CUDA kernel is importable (never on a CPU)
 
 VMamba-sized inputs: b=8, d=384 (4 routes x 96 channels), groups=4, float32, delta_bias + softplus.
@@ -17,10 +18,16 @@ bandwidth measured in this run.
 
     python experiments/benchmarks/bench_scan.py             # full table (a few minutes; pscan at n=16 needs ~6 GB)
     python experiments/benchmarks/bench_scan.py --quick     # smoke run on small shapes
+
+On a machine shared with other jobs, wall-clock times with 2 threads swing by 10x or more: OpenMP threads
+that spin while waiting steal the cores, and each of the many parallel operations can wait a scheduler tick.
+There, either run with OMP_WAIT_POLICY=PASSIVE in the environment, or compare single-threaded CPU time
+(--threads 1 --clock cpu), which other load barely moves.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -101,10 +108,10 @@ def timer(fn: Callable, inputs: list[torch.Tensor], backward: bool, clock: Calla
     return run
 
 
-def time_methods(methods: dict[str, Callable], inputs, repeats: int, clock) -> dict[str, tuple[float, float]]:
+def time_methods(methods: dict[str, Callable], inputs, repeats: int, clock, warm_up: bool = True):
     """Median (forward, forward+backward) seconds per method, the methods interleaved repeat by repeat."""
     runs = {(name, bwd): timer(fn, inputs, bwd, clock) for name, fn in methods.items() for bwd in (False, True)}
-    for run in runs.values():  # warm-up: first-call allocations, lazy imports
+    for run in runs.values() if warm_up else ():  # first-call allocations, lazy imports
         run()
     samples: dict[tuple[str, bool], list[float]] = {key: [] for key in runs}
     for _ in range(repeats):
@@ -145,9 +152,9 @@ def ratio(theirs: float | None, ours: float, lower_bound: bool = False) -> str:
 
 
 def default_loop_length(d_state: int, lengths: list[int]) -> int:
-    """Where the per-step loop still takes seconds, not minutes: its backward materialises a full-size
-    gradient for every step, so its cost grows with d_state * L^2."""
-    return min(max(lengths), 784 if d_state <= 4 else 196)
+    """The longest length at which the per-step loop takes minutes, not hours: its backward materialises a
+    full-size gradient for every step, so its cost grows with d_state * L^2 (n=1, L=3136: ~3 min)."""
+    return max(lengths) if d_state == 1 else min(max(lengths), 196)
 
 
 def main() -> None:
@@ -158,7 +165,8 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=None, help="sequence lengths (default 196 3136)")
     parser.add_argument("--d-states", type=int, nargs="+", default=[1, 16], help="d_state values (default 1 16)")
     parser.add_argument("--loop-length", type=int, default=None,
-                        help="length at which the per-step loop is timed (default 784 for d_state <= 4, else 196)")
+                        help="length at which the per-step loop is timed, once (default: the longest for d_state 1, "
+                             "else 196)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time (default); cpu: this thread's CPU time, robust to other load on a "
                              "shared machine but only meaningful with --threads 1")
@@ -175,7 +183,8 @@ def main() -> None:
 
     bandwidth = copy_bandwidth(16 if args.quick else 256)
     print(f"selective scan: b={batch} d={channels} groups={GROUPS} float32 delta_bias+softplus, "
-          f"{torch.get_num_threads()} threads, {args.clock} clock, median of {repeats}; "
+          f"{torch.get_num_threads()} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
+          f"{args.clock} clock, median of {repeats}; "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
     print("floor: bytes an ideal fused kernel must move / copy bandwidth.  pscan/x, loop/x: their time / this time")
     header = ("n", "L", "method", "fwd ms", "floor", "fwd+bwd ms", "floor", "pscan/x fwd", "f+b", "loop/x fwd", "f+b")
@@ -190,9 +199,9 @@ def main() -> None:
             methods = {"torch": ours}
             if length in lengths:
                 methods.update(pscan=mambapy_scan, reference=reference)
-            if length == loop_length:
-                methods["loop"] = loop
             times = time_methods(methods, inputs, repeats, clock)
+            if length == loop_length:  # seconds to minutes per call: once, no warm-up
+                times |= time_methods({"loop": loop}, inputs, 1, clock, warm_up=False)
             loop_times = times.get("loop", loop_times)
             floors = [traffic_bytes(inputs, bwd) / bandwidth for bwd in (False, True)]
             pscan_times = times.get("pscan", (None, None))
@@ -211,8 +220,8 @@ def main() -> None:
             del inputs
     if not mamba_ssm_available():
         print("mamba_ssm: not timed (needs the mamba-ssm package and CUDA tensors)")
-    print("loop: timed at the length where its ratio has no '>='; at longer L its time is scaled up linearly, "
-          "a lower bound (its backward grows quadratically with L)")
+    print("loop: timed once, at the length where its ratio has no '>='; at longer L its time is scaled up "
+          "linearly, a lower bound (its backward grows quadratically with L)")
     top = max(lengths)
     for d_state, target in ((1, "at least 2x pscan's speed and 100x the loop's"), (16, "at least pscan's speed")):
         if (d_state, top) in summary:
