@@ -97,7 +97,8 @@ def main() -> None:
           f"methods {options.methods}, report {attention.report}; embedding: {embedding.written[-1]['num_samples']} "
           f"images; loggers: {', '.join(type(lg).__name__ for lg in loggers)}")
     print(f"reference  epoch (train + val)            {epoch:8.2f} s   (mean of {len(clock.seconds)})")
-    print(f"attention  per-epoch call                 {per_call:8.2f} s   ratio to epoch {per_call / epoch:.3f}")
+    print(f"attention  per-epoch call                 {per_call:8.2f} s   ratio to epoch {per_call / epoch:.3f}"
+          f"   (calls: {', '.join(f'{s:.2f}' for s in per_epoch)} s; the first imports scikit-learn, matplotlib)")
     print(f"attention  final call (+ HTML explorer)   {final:8.2f} s   ratio to epoch {final / epoch:.3f}")
     print(f"embedding  final call                     {features:8.2f} s   ratio to epoch {features / epoch:.3f}")
     total = MAKE_TRAIN_EPOCHS // every * per_call + final + features
