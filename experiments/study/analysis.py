@@ -77,19 +77,17 @@ def load_exports(runs: list[Run]) -> tuple[dict[tuple[str, int], AttentionExport
 
 
 def run_metrics(exports: dict[tuple[str, int], AttentionExport]) -> list[dict[str, Any]]:
-    """metrics_table of every export, one row per run and block, tagged with the run's ordering and seed."""
-    rows = []
-    for (ordering, seed), export in exports.items():
-        for row in metrics_table(export):
-            rows.append({"ordering": ordering, "seed": seed, **row})
-    return rows
+    """metrics_table of every export, one row per run and block, with the run's ordering config and seed added
+    (``train_ordering``, ``seed``; the row's own ``ordering`` is the label the export recorded)."""
+    return [{**row, "train_ordering": ordering, "seed": seed}
+            for (ordering, seed), export in exports.items() for row in metrics_table(export)]
 
 
 def stage_metrics(block_rows: list[dict[str, Any]], orderings: list[str]) -> dict[str, Any]:
     """Per ordering and stage: spread over seeds of each run's stage mean (stage_summary of its block rows)."""
     per_run: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for row in block_rows:
-        per_run[(row["ordering"], row["seed"])].append({k: v for k, v in row.items() if k not in ("ordering", "seed")})
+        per_run[(row["train_ordering"], row["seed"])].append(row)
     summaries = [(key, s) for key, rows in per_run.items() for s in stage_summary(rows)]
     stages = sorted({s["stage"] for _, s in summaries})
     table = {}

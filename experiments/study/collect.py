@@ -181,6 +181,9 @@ def evaluations(plan: Plan, group: Group, runs: list[Run]) -> list[Evaluation]:
             metrics={k: (results.get("metrics") or {}).get(k) for k in ("acc1", "acc5", "loss")},
             error=None if status == "completed" else _describe_failure(results),
             checkpoint=ckpt.name if results.get("ckpt_path") else None)
+        if run is None and results.get("ckpt_path"):
+            evaluation.error = (f"evaluates {ckpt.parent.parent.name}/{ckpt.name}, a training run that is not in the "
+                                "study (deleted?)" + (f"; {evaluation.error}" if evaluation.error else ""))
         if run is None or evaluation.test_ordering is None:
             strays.append(evaluation)
         else:

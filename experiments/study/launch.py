@@ -11,6 +11,7 @@ in a job cannot take the study down, and a job that fails records its error in i
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,8 +28,13 @@ LOG_DIR = "logs"
 
 
 def quote(value: str | Path) -> str:
-    """A Hydra override value as a quoted string (paths may hold spaces, commas or '=')."""
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    """A Hydra override value as a quoted string (paths may hold spaces, commas or '=').
+
+    Hydra's quoted strings keep backslashes as they are, except before a quote: there a quote is escaped with
+    a backslash and the backslashes before it (or before the closing quote) are doubled.
+    """
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", str(value))
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)
     return f"'{text}'"
 
 

@@ -150,7 +150,7 @@ def attention_section(group: dict[str, Any], orderings: list[str]) -> list[str]:
     similarity = att["ordering_similarity"]
     if similarity["stages"]:
         lines += ["**Same block, different orderings** (compare_exports on the same probe images): cosine of the "
-                  "blocks' mean attention, averaged over the stage's blocks and seeds. Diagonal: the same ordering "
+                  "blocks' mean attention, mean ± std over the stage's blocks and seeds. Diagonal: the same ordering "
                   "trained with another seed (what training noise alone changes).", ""]
         for stage in similarity["stages"]:
             cells = similarity["matrix"][str(stage)]

@@ -130,7 +130,8 @@ def compile_group(plan: Plan, group: Group) -> dict[str, Any]:
                  "error": r.error} for r in runs if not r.ok]
     failures += [{"kind": "cross evaluation", "run": f"{c.train_ordering}_s{c.seed} under {c.test_ordering}"
                   if c.train_ordering else relative(c.dir, plan.study_dir), "ordering": c.train_ordering,
-                  "seed": c.seed, "status": c.status, "error": c.error} for c in cells if c.status != "completed"]
+                  "seed": c.seed, "status": c.status, "error": c.error} for c in cells
+                 if c.status != "completed" or c.train_ordering is None]
     failures += [{"kind": "attention", "run": p["run"], "status": "missing", "error": p["error"]}
                  for p in export_problems]
     return {
