@@ -210,6 +210,15 @@ def test_long_sequence_with_extreme_decays_stays_finite_and_exact():
         torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("shape", [(0, 8, 2, 4, 10), (2, 8, 2, 4, 0)], ids=["empty-batch", "empty-sequence"])
+def test_empty_inputs_give_empty_outputs_and_zero_parameter_gradients(shape):
+    inputs = make_inputs(*shape)
+    y, grads = run_with_grads(selective_scan_fast, inputs, True)
+    assert y.shape == shape[:2] + shape[-1:]
+    for name in ("A", "D", "delta_bias"):
+        assert torch.equal(grads[name], torch.zeros_like(inputs[name])), name
+
+
 def test_output_dtype_is_that_of_u():
     inputs = make_inputs(1, 4, 2, 2, 9, dtype=torch.float32)
     bf16 = {k: v.to(torch.bfloat16) if k == "u" else v for k, v in inputs.items()}

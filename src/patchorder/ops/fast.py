@@ -107,9 +107,9 @@ class _Problem:
         self.batch, self.channels, self.length = u.shape
         self.groups, self.d_state = B.shape[1], A.shape[1]
         self.per_group = self.channels // self.groups
-        state_bytes = self.batch * self.channels * self.d_state * u.element_size()
+        state_bytes = max(1, self.batch * self.channels * self.d_state * u.element_size())
         steps = min(MAX_BLOCK_STEPS, max(MIN_BLOCK_STEPS, BLOCK_BYTES // state_bytes))
-        self.block = min(self.length, steps)
+        self.block = max(1, min(self.length, steps))
         self.time_major = self.d_state >= TIME_MAJOR_MIN_STATE
 
     def blocks(self) -> list[tuple[int, int]]:
@@ -168,7 +168,7 @@ def _forward(p: _Problem, keep_boundaries: bool) -> tuple[torch.Tensor, torch.Te
     """y (b, d, l) and, if asked, the state at the end of every block but the last (for backward)."""
     blocks = p.blocks()
     y = p.u.new_empty(p.batch, p.channels, p.length)
-    boundaries = p.u.new_empty(len(blocks) - 1, p.batch, p.channels, p.d_state) if keep_boundaries else None
+    boundaries = p.u.new_empty(max(0, len(blocks) - 1), p.batch, p.channels, p.d_state) if keep_boundaries else None
     dt_buf, dtu_buf = p.channel_buffer(), p.channel_buffer()
     decay_buf, state_buf = p.state_buffer(), p.state_buffer()
     h = None
