@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `study` package beside this file
 
-from study.settings import Plan, StudyError, make_plan  # noqa: E402
+from study.settings import Plan, StudyError, check_overrides, make_plan  # noqa: E402
 
 COMPILE_FLAG = "--compile-only"
 
@@ -65,6 +65,7 @@ def run_study(argv: list[str]) -> None:
     from study.report import LOG_FILE
 
     plan = make_plan(argv)
+    check_overrides(plan)
     plan.save()
     print(f"study directory: {plan.study_dir}", flush=True)
     started = time.time()

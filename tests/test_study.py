@@ -193,3 +193,18 @@ def test_compile_only_lists_a_deleted_run_as_missing(study, tmp_path):
     markdown = (moved / "study.md").read_text()
     assert "| training | diagonal_s0 | missing | no results.json" in markdown
     assert (moved / group["figures"]["cross"]).is_file()
+
+
+def test_submitit_local_launcher(tmp_path):
+    """The same command through hydra-submitit-launcher's local executor (the path SLURM jobs take)."""
+    args = [f"study_dir={tmp_path / 'sub'}", *MINI[:1], "orderings=[row_major]", *MINI[2:-2], "cross_eval=false",
+            "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+    proc = run_study(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    study_dir = tmp_path / "sub"
+    assert (study_dir / "train_digits" / ".submitit").is_dir()  # the job went through submitit
+    (row,) = group_of(study_dir)["runs"]
+    results = read_json(run_dir(study_dir, "row_major") / "results.json")
+    assert row["status"] == "completed" and row["test_acc1"] == results["test"]["test/acc1"]
+    assert not (study_dir / "eval_digits").exists() and group_of(study_dir)["cross"] is None
+

@@ -20,6 +20,12 @@ from study.launch import eval_command, quote, train_command  # noqa: E402
 from study.settings import make_plan, split_overrides  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def study_root(monkeypatch, tmp_path):
+    """Default study directories (studies/<date>_<time>) under a temporary root, never in the checkout."""
+    monkeypatch.setenv("PATCHORDER_ROOT", str(tmp_path))
+
+
 def parse(lines: list[str]):
     return {o.key_or_group: o for o in OverridesParser.create().parse_overrides(lines)}
 
@@ -93,6 +99,9 @@ def test_curves_from_a_csv_log(tmp_path):
     (["data=[digits,digits]"], "data lists ['digits'] more than once"),
     (["report.compare=[row_major,hilbert]"], "give two different orderings of the study"),
     (["--compile-only"], "--compile-only needs the study directory"),
+    (["data=digits", "trainer.bogus=1"], "training runs on digits with ordering row_major: Could not override 'trainer.bogus'"),
+    (["data=shapes", "data.image_size=48"], "data.image_size=48x48 is not divisible by 32"),
+    (['eval_overrides=["trainer=nope"]'], "eval_overrides: In 'eval': Could not find 'trainer/nope'"),
 ])
 def test_bad_command_lines_say_what_to_change(capsys, args, message):
     assert study_main(args) == 2

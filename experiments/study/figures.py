@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 METRIC_TITLES = {
     "distance": "attention distance (patches)",
@@ -59,6 +60,7 @@ def curves(run_curves: list[dict[str, Any]], orderings: list[str], path: Path, d
                 ax.plot(mine[0][x_key][:length], mean, color=colour[ordering], linewidth=2.2,
                         label=f"{ordering} (n={len(mine)})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -149,7 +151,7 @@ def similarity(similarity_table: dict[str, Any], orderings: list[str], path: Pat
                     ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
                             color="w" if values[i, j] < 0.6 else "k")
         ax.set_xticks(range(len(orderings)), orderings, rotation=40, ha="right", fontsize=8)
-        ax.set_yticks(range(len(orderings)), orderings, fontsize=8)
+        ax.set_yticks(range(len(orderings)), orderings if ax is axes[0][0] else [], fontsize=8)
         ax.set_title(f"stage {stage}", fontsize=10)
     figure.colorbar(image, ax=list(axes[0]), label="cosine of mean attention")
     return _save(figure, path, dpi)

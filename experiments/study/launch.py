@@ -71,6 +71,10 @@ def run_logged(command: list[str], log_path: Path) -> dict[str, Any]:
             "log": str(log_path.relative_to(log_path.parents[1]))}
 
 
+def log_tail(log_path: Path, lines: int = 12) -> str:
+    return "\n".join("    " + line for line in log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
 def run_group(plan: Plan, group: Group) -> dict[str, Any]:
     """Train, then cross-evaluate, one data config's runs. Failures are reported and recorded, never raised."""
     steps: dict[str, Any] = {}
@@ -81,7 +85,8 @@ def run_group(plan: Plan, group: Group) -> dict[str, Any]:
     runs = training_runs(plan, group)
     done = [r for r in runs if r.ok]
     say(f"[{group.name}] training finished in {steps['train']['seconds']:.0f} s: {len(done)} of {jobs} completed"
-        + ("" if steps["train"]["returncode"] == 0 else f" (train.py exited with {steps['train']['returncode']})"))
+        + ("" if steps["train"]["returncode"] == 0 else
+           f"; train.py exited with {steps['train']['returncode']}, the end of its log:\n{log_tail(log)}"))
     if not plan.cross_eval:
         return steps
     checkpoints = [c for c in (r.checkpoint(plan.checkpoint) for r in done) if c is not None]
@@ -92,7 +97,8 @@ def run_group(plan: Plan, group: Group) -> dict[str, Any]:
     say(f"[{group.name}] cross table: {len(checkpoints)} checkpoint(s) x {len(plan.orderings)} ordering(s) (log: {log})")
     steps["eval"] = run_logged(eval_command(plan, group, checkpoints), log)
     say(f"[{group.name}] cross table finished in {steps['eval']['seconds']:.0f} s"
-        + ("" if steps["eval"]["returncode"] == 0 else f" (eval.py exited with {steps['eval']['returncode']})"))
+        + ("" if steps["eval"]["returncode"] == 0 else
+           f"; eval.py exited with {steps['eval']['returncode']}, the end of its log:\n{log_tail(log)}"))
     return steps
 
 

@@ -253,3 +253,30 @@ def make_plan(args: list[str]) -> Plan:
         checkpoint=cfg["checkpoint"], report=check_report(cfg["report"], orderings), command=list(args),
         created=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
+
+
+def check_overrides(plan: Plan) -> None:
+    """Compose every training configuration the sweeps will run (and eval.py's) and run train.py's own checks,
+    so a mistyped override or an impossible setting stops the study now, not after the first sweep."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from patchorder.training.config import register_resolvers, validate_train_config
+    from patchorder.training.errors import ConfigError
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(TRAIN_CONF), version_base="1.3", job_name="ordering_study"):
+        for group in plan.groups:
+            for ordering in plan.orderings:
+                overrides = [*group.train_overrides, f"data={group.name}", f"ordering={ordering}",
+                             f"seed={plan.seeds[0]}"]
+                try:
+                    validate_train_config(hydra_compose("train", overrides=overrides))
+                except (HydraException, OmegaConfBaseException, ConfigError) as error:
+                    raise StudyError(f"training runs on {group.name} with ordering {ordering}: {error}") from None
+        try:
+            hydra_compose("eval", overrides=[*plan.eval_overrides, "ckpt_path=check.ckpt"])
+        except (HydraException, OmegaConfBaseException) as error:
+            raise StudyError(f"eval_overrides: {error}") from None
