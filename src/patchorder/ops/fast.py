@@ -116,10 +116,12 @@ class _Problem:
         return [(t0, min(t0 + self.block, self.length)) for t0 in range(0, self.length, self.block)]
 
     def state_buffer(self, extra_steps: int = 0) -> torch.Tensor:
+        """(b, d, n, block + extra_steps), in the layout the recurrence prefers at this d_state."""
         return _time_buffer(self.u, self.batch, self.channels, self.d_state, steps=self.block + extra_steps,
                             time_major=self.time_major)
 
     def channel_buffer(self) -> torch.Tensor:
+        """(b, d, block), always time-last: filled from and written back to the inputs' layout."""
         return _time_buffer(self.u, self.batch, self.channels, steps=self.block, time_major=False)
 
     def grouped(self, x: torch.Tensor) -> torch.Tensor:
