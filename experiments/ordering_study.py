@@ -1,9 +1,9 @@
 """The ordering study: train the same VMamba with several patch orderings and seeds, test every trained model under
 every ordering, and compile a report (study.md, study.json, figures, HTML explorers) from the run directories.
 
-    python experiments/ordering_study.py                    # preset=cpu: micro on digits and shapes, 4 orderings x 2 seeds
-    python experiments/ordering_study.py data=shapes orderings=[row_major,diagonal,morton,spiral,hilbert] seeds=[0,1,2]
-    python experiments/ordering_study.py data=digits model=vmamba_micro trainer.max_epochs=3   # extra overrides: every run
+    python experiments/ordering_study.py           # preset=cpu: micro on digits and shapes, 4 orderings x 2 seeds
+    python experiments/ordering_study.py data=shapes orderings=[row_major,diagonal,morton,spiral,hilbert] seeds=[0,1]
+    python experiments/ordering_study.py data=digits trainer.max_epochs=3          # other overrides: every run
     python experiments/ordering_study.py preset=paper data.root=/data/imagenet trainer.devices=1
     python experiments/ordering_study.py preset=paper data.root=... hydra/launcher=slurm hydra.launcher.partition=gpu
     python experiments/ordering_study.py --compile-only studies/2026-01-01_12-00-00   # or compile_only=<dir>

@@ -99,7 +99,8 @@ def test_curves_from_a_csv_log(tmp_path):
     (["data=[digits,digits]"], "data lists ['digits'] more than once"),
     (["report.compare=[row_major,hilbert]"], "give two different orderings of the study"),
     (["--compile-only"], "--compile-only needs the study directory"),
-    (["data=digits", "trainer.bogus=1"], "training runs on digits with ordering row_major: Could not override 'trainer.bogus'"),
+    (["data=digits", "trainer.bogus=1"],
+     "training runs on digits with ordering row_major: Could not override 'trainer.bogus'"),
     (["data=shapes", "data.image_size=48"], "data.image_size=48x48 is not divisible by 32"),
     (['eval_overrides=["trainer=nope"]'], "eval_overrides: In 'eval': Could not find 'trainer/nope'"),
 ])

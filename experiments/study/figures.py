@@ -48,8 +48,9 @@ def curves(run_curves: list[dict[str, Any]], orderings: list[str], path: Path, d
         return None
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     colour = colours(orderings)
-    for ax, (x_key, y_key, title) in zip(axes, (("val_epochs", "val_acc1", "validation top-1"),
-                                                 ("loss_epochs", "train_loss", "training loss (mean of logged steps)"))):
+    panels = (("val_epochs", "val_acc1", "validation top-1"),
+              ("loss_epochs", "train_loss", "training loss (mean of logged steps)"))
+    for ax, (x_key, y_key, title) in zip(axes, panels):
         for ordering in orderings:
             mine = [c["curves"] for c in run_curves if c["ordering"] == ordering and c["curves"][x_key]]
             for c in mine:

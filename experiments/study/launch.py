@@ -94,7 +94,8 @@ def run_group(plan: Plan, group: Group) -> dict[str, Any]:
         say(f"[{group.name}] no checkpoint to cross-evaluate")
         return steps
     log = plan.path(LOG_DIR) / f"{group.name}_eval.log"
-    say(f"[{group.name}] cross table: {len(checkpoints)} checkpoint(s) x {len(plan.orderings)} ordering(s) (log: {log})")
+    say(f"[{group.name}] cross table: {len(checkpoints)} checkpoint(s) x {len(plan.orderings)} ordering(s) "
+        f"(log: {log})")
     steps["eval"] = run_logged(eval_command(plan, group, checkpoints), log)
     say(f"[{group.name}] cross table finished in {steps['eval']['seconds']:.0f} s"
         + ("" if steps["eval"]["returncode"] == 0 else

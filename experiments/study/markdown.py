@@ -151,9 +151,9 @@ def attention_section(group: dict[str, Any], orderings: list[str]) -> list[str]:
     if similarity["stages"]:
         lines += ["**Same block, different orderings** (compare_exports on the same probe images): cosine of the "
                   "blocks' mean attention, mean ± std over the stage's blocks and seeds. Diagonal: the same ordering "
-                  "trained with another seed. Runs of one seed start from the same initial weights and see the same batches "
-                  "whatever their ordering; the diagonal's pairs differ in both, so it measures initialisation and data "
-                  "order, not the ordering.", ""]
+                  "trained with another seed. Runs of one seed start from the same initial weights and see the same "
+                  "batches whatever their ordering; the diagonal's pairs differ in both, so it measures "
+                  "initialisation and data order, not the ordering.", ""]
         for stage in similarity["stages"]:
             cells = similarity["matrix"][str(stage)]
             rows = [[a] + [fmt_spread(cells[a][b], 3) for b in orderings] for a in orderings]
