@@ -48,7 +48,8 @@ def train_command(plan: Plan, group: Group) -> list[str]:
 
 def eval_command(plan: Plan, group: Group, checkpoints: list[Path]) -> list[str]:
     return [
-        sys.executable, str(REPO / "eval.py"), "-m", *plan.eval_overrides, *plan.launcher_overrides,
+        # eval_overrides after the launcher's: they may change its settings for the evaluations (e.g. one GPU)
+        sys.executable, str(REPO / "eval.py"), "-m", *plan.launcher_overrides, *plan.eval_overrides,
         "ckpt_path=" + ",".join(quote(c) for c in checkpoints), "ordering=" + ",".join(plan.orderings),
         f"hydra.sweep.dir={quote(plan.path(group.eval_dir))}",
     ]

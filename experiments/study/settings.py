@@ -266,17 +266,20 @@ def check_overrides(plan: Plan) -> None:
     from patchorder.training.config import register_resolvers, validate_train_config
     from patchorder.training.errors import ConfigError
 
+    def job_overrides(overrides: list[str]) -> list[str]:  # launcher settings are checked when Hydra launches
+        return [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+
     register_resolvers()
     with initialize_config_dir(config_dir=str(TRAIN_CONF), version_base="1.3", job_name="ordering_study"):
         for group in plan.groups:
             for ordering in plan.orderings:
-                overrides = [*group.train_overrides, f"data={group.name}", f"ordering={ordering}",
+                overrides = [*job_overrides(group.train_overrides), f"data={group.name}", f"ordering={ordering}",
                              f"seed={plan.seeds[0]}"]
                 try:
                     validate_train_config(hydra_compose("train", overrides=overrides))
                 except (HydraException, OmegaConfBaseException, ConfigError) as error:
                     raise StudyError(f"training runs on {group.name} with ordering {ordering}: {error}") from None
         try:
-            hydra_compose("eval", overrides=[*plan.eval_overrides, "ckpt_path=check.ckpt"])
+            hydra_compose("eval", overrides=[*job_overrides(plan.eval_overrides), "ckpt_path=check.ckpt"])
         except (HydraException, OmegaConfBaseException) as error:
             raise StudyError(f"eval_overrides: {error}") from None
