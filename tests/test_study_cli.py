@@ -109,9 +109,15 @@ def test_bad_command_lines_say_what_to_change(capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_compile_only_needs_a_study_directory(capsys, tmp_path):
-    assert study_main(["--compile-only", str(tmp_path)]) == 2
-    assert "is not a study directory: it has no study_plan.json" in capsys.readouterr().err
+@pytest.mark.parametrize("form", ["--compile-only {}", "--compile-only={}", "compile_only={}"])
+def test_compile_only_needs_a_study_directory(capsys, tmp_path, form):
+    assert study_main(form.format(tmp_path).split()) == 2
+    assert f"{tmp_path} is not a study directory: it has no study_plan.json" in capsys.readouterr().err
+
+
+def test_compile_only_takes_no_overrides(capsys, tmp_path):
+    assert study_main(["--compile-only", str(tmp_path), "seeds=[0]"]) == 2
+    assert "takes no overrides; got ['seeds=[0]']" in capsys.readouterr().err
 
 
 def test_study_dir_holding_a_study_is_refused(capsys, tmp_path):
