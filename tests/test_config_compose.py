@@ -45,7 +45,7 @@ def test_default_is_the_quick_cpu_experiment():
         ("quick", "vmamba_micro", "row_major", "cpu")
     assert cfg.data._target_ == "patchorder.data.DigitsDataModule"
     assert set(cfg.logger) == {"wandb", "csv"} and cfg.logger.wandb.mode == "offline"
-    assert (cfg.data.image_size, cfg.trainer.max_epochs, cfg.cpu_threads) == (64, 10, 1)
+    assert (cfg.data.image_size, cfg.trainer.max_epochs, cfg.cpu_threads) == (64, 10, None)
     validate_train_config(cfg)
 
 
