@@ -100,8 +100,9 @@ def build_ordering(spec: Any, image_size: tuple[int, int] | None = None):
         raise ConfigError(
             f"ordering {plain!r} cannot be used: {error}\n"
             f"Built-in ordering configs: {', '.join(available_ordering_configs())} (ordering=<name>); "
-            f"registered orderings: {', '.join(orderings.available())}. A user ordering is selected with "
-            f"ordering._target_=my_module.MyOrdering (an orderings.Ordering subclass)."
+            f"registered orderings: {', '.join(orderings.available())}. Select your own orderings.Ordering "
+            f"subclass with a conf/ordering/<name>.yaml holding `_target_: my_module.MyOrdering`, or on the command "
+            f"line with ~ordering.name +ordering._target_=my_module.MyOrdering (my_module importable)."
         ) from error
     return ordering
 
