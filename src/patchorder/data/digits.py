@@ -14,10 +14,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-from torch.utils.data import Dataset
 
-from patchorder.data.base import DataConfigError, ImageDataModule, as_image_size
-from patchorder.data.in_memory import InMemoryImageDataset, channel_stats
+from patchorder.data.base import DataConfigError
+from patchorder.data.in_memory import InMemoryDataModule
 from patchorder.data.sampling import stratified_split
 
 DIGIT_LEVELS = 16.0  # sklearn digits store ink as integers 0..16
@@ -32,7 +31,7 @@ def load_digit_images(image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.
     return images, torch.from_numpy(bunch.target).long()
 
 
-class DigitsDataModule(ImageDataModule):
+class DigitsDataModule(InMemoryDataModule):
     name = "digits"
 
     def __init__(
@@ -44,17 +43,11 @@ class DigitsDataModule(ImageDataModule):
         translate: float = 0.1,
         **loader_args: Any,
     ) -> None:
-        super().__init__(**loader_args)
-        self._image_size = as_image_size(image_size)
+        super().__init__(image_size, translate, data_seed, **loader_args)
         if min(self._image_size) < 8:
             raise DataConfigError(f"image_size={image_size!r}: digits are 8x8, so use at least 8 (32 is the default)")
-        if not 0.0 <= translate < 0.5:
-            raise DataConfigError(f"translate={translate} must be in [0, 0.5): the largest shift as a fraction of the side")
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.data_seed = int(data_seed)
-        self.translate = translate
-        self._stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -64,48 +57,16 @@ class DigitsDataModule(ImageDataModule):
     def class_names(self) -> list[str]:
         return [str(d) for d in range(10)]
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self._image_size
-
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        return self._channel_stats()[0]
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return self._channel_stats()[1]
-
-    def _channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        if self._stats is None:
-            self.datasets  # the statistics come from the training split
-        return self._stats
-
-    @property
-    def max_shift(self) -> int:
-        return int(self.translate * min(self._image_size))
-
-    def _build_datasets(self) -> dict[str, Dataset]:
+    def _make_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         images, labels = load_digit_images(self._image_size)
         try:
             splits = stratified_split(labels.numpy(), self.val_fraction, self.test_fraction, self.data_seed)
         except ValueError as error:
             raise DataConfigError(f"digits split: {error}") from error
-        # Normalise with the training split's statistics (one channel, replicated to three).
-        mean, std = channel_stats(images[torch.from_numpy(splits[0])])
-        self._stats = (mean * 3, std * 3)
         return {
-            split: InMemoryImageDataset(
-                images[torch.from_numpy(index)],
-                labels[torch.from_numpy(index)],
-                *self._stats,
-                max_shift=self.max_shift if split == "train" else 0,
-            )
+            split: (images[torch.from_numpy(index)], labels[torch.from_numpy(index)])
             for split, index in zip(("train", "val", "test"), splits)
         }
-
-    def _train_yields_sample_seeds(self) -> bool:
-        return self.max_shift > 0
 
     def _extra_description(self) -> dict[str, Any]:
         return {

@@ -1,8 +1,14 @@
-"""A dataset of images held as one tensor, with a cheap, reproducible shift augmentation (no PIL per item)."""
+"""Images held as one tensor, with a cheap, reproducible shift augmentation (no PIL per item), and the data-module
+base that the bundled and generated datasets share."""
 from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
+
+from patchorder.data.base import DataConfigError, ImageDataModule, as_image_size
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -68,3 +74,59 @@ class InMemoryImageDataset(Dataset):
             image = random_shift(image, self.max_shift, seed, self.fill)
         image = image.expand(3, -1, -1)
         return (image - self.mean) / self.std, int(self.targets[index])
+
+
+class InMemoryDataModule(ImageDataModule):
+    """A data module whose three splits are tensors in memory, normalised with the training split's statistics.
+
+    Subclasses implement :meth:`_make_splits`; the optional shift augmentation (``translate`` x side pixels) is
+    applied to the training split only.
+    """
+
+    def __init__(self, image_size: int | list[int], translate: float, data_seed: int, **loader_args: Any) -> None:
+        super().__init__(**loader_args)
+        self._image_size = as_image_size(image_size)
+        if not 0.0 <= translate < 0.5:
+            raise DataConfigError(f"translate={translate} must be in [0, 0.5): the largest shift as a fraction of the side")
+        self.translate = translate
+        self.data_seed = int(data_seed)
+        self._stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @abstractmethod
+    def _make_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{"train", "val", "test"}: (images (N, C, H, W) in [0, 1] or uint8, labels (N,))."""
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self._image_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self._channel_stats()[0]
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self._channel_stats()[1]
+
+    def _channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        if self._stats is None:
+            self.datasets  # the statistics come from the training split
+        return self._stats
+
+    @property
+    def max_shift(self) -> int:
+        return int(self.translate * min(self._image_size))
+
+    def _build_datasets(self) -> dict[str, Dataset]:
+        splits = self._make_splits()
+        mean, std = channel_stats(splits["train"][0])
+        if len(mean) == 1:  # one channel, replicated to three by the dataset
+            mean, std = mean * 3, std * 3
+        self._stats = (mean, std)
+        return {
+            split: InMemoryImageDataset(images, labels, mean, std, max_shift=self.max_shift if split == "train" else 0)
+            for split, (images, labels) in splits.items()
+        }
+
+    def _train_yields_sample_seeds(self) -> bool:
+        return self.max_shift > 0

@@ -11,14 +11,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from patchorder.data import shapes_generator as gen
-from patchorder.data.base import DataConfigError, ImageDataModule, as_image_size
-from patchorder.data.in_memory import InMemoryImageDataset, channel_stats
+from patchorder.data.base import DataConfigError
+from patchorder.data.in_memory import InMemoryDataModule
 
 
-class ShapesDataModule(ImageDataModule):
+class ShapesDataModule(InMemoryDataModule):
     name = "shapes"
 
     def __init__(
@@ -33,25 +32,19 @@ class ShapesDataModule(ImageDataModule):
         translate: float = 0.0,
         **loader_args: Any,
     ) -> None:
-        super().__init__(**loader_args)
+        super().__init__(image_size, translate, data_seed, **loader_args)
         if task not in gen.TASKS:
             raise DataConfigError(f"data.task={task!r} is not a shapes task: choose one of {sorted(gen.TASKS)}")
         if difficulty not in gen.DIFFICULTIES:
             raise DataConfigError(f"data.difficulty={difficulty!r}: choose one of {sorted(gen.DIFFICULTIES)}")
-        self._image_size = as_image_size(image_size)
         if min(self._image_size) < 16:
             raise DataConfigError(f"image_size={image_size!r} is too small for two separated marks: use at least 16")
         self.per_class = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
         for split, count in self.per_class.items():
             if not isinstance(count, int) or count < 1:
                 raise DataConfigError(f"data.{split}_per_class={count!r} must be a positive integer")
-        if not 0.0 <= translate < 0.5:
-            raise DataConfigError(f"translate={translate} must be in [0, 0.5): the largest shift as a fraction of the side")
         self.task = task
         self.difficulty = difficulty
-        self.data_seed = int(data_seed)
-        self.translate = translate
-        self._stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         self.layouts: dict[str, list[gen.Layout]] = {}
 
     @property
@@ -62,46 +55,16 @@ class ShapesDataModule(ImageDataModule):
     def class_names(self) -> list[str]:
         return gen.class_names(self.task)
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self._image_size
-
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        return self._channel_stats()[0]
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return self._channel_stats()[1]
-
-    def _channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        if self._stats is None:
-            self.datasets  # the statistics come from the training split
-        return self._stats
-
-    @property
-    def max_shift(self) -> int:
-        return int(self.translate * min(self._image_size))
-
-    def _build_datasets(self) -> dict[str, Dataset]:
+    def _make_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         seeds = np.random.SeedSequence(self.data_seed).spawn(3)
-        generated = {}
+        splits = {}
         for split, seed in zip(("train", "val", "test"), seeds):
             images, labels, layouts = gen.generate(
                 self.per_class[split], self._image_size, self.task, self.difficulty, seed=int(seed.generate_state(1)[0])
             )
-            generated[split] = (torch.from_numpy(images), torch.from_numpy(labels))
+            splits[split] = (torch.from_numpy(images), torch.from_numpy(labels))
             self.layouts[split] = layouts
-        self._stats = channel_stats(generated["train"][0])
-        return {
-            split: InMemoryImageDataset(
-                images, labels, *self._stats, max_shift=self.max_shift if split == "train" else 0
-            )
-            for split, (images, labels) in generated.items()
-        }
-
-    def _train_yields_sample_seeds(self) -> bool:
-        return self.max_shift > 0
+        return splits
 
     def _extra_description(self) -> dict[str, Any]:
         return {
