@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from patchorder.attention.kernel import DEFAULT_CHUNK_MB, MERGES, REDUCES, patch_attention
+from patchorder.ops.selective_scan import check_ssm_shapes
 
 if TYPE_CHECKING:  # importing patchorder.models pulls in timm; the record is only duck-typed here
     from patchorder.models.records import SSMRecord
@@ -48,18 +49,8 @@ def hidden_attention(
     working memory beyond the result.
     """
     _check_choice("reduce", reduce, REDUCES)
-    if delta.dim() != 3:
-        raise ValueError(f"hidden_attention: delta must be (batch, channels, length), got {tuple(delta.shape)}")
-    b, d, length = delta.shape
-    if A.dim() != 2 or A.shape[0] != d:
-        raise ValueError(f"hidden_attention: A must be (channels={d}, d_state), got {tuple(A.shape)}")
-    n = A.shape[1]
-    for name, X in (("B", B), ("C", C)):
-        if X.dim() != 4 or X.shape[0] != b or X.shape[2] != n or X.shape[3] != length or d % X.shape[1]:
-            raise ValueError(
-                f"hidden_attention: {name} must be (batch={b}, groups dividing {d}, d_state={n}, length={length}), "
-                f"got {tuple(X.shape)}"
-            )
+    check_ssm_shapes("hidden_attention", delta, A, B, C)
+    length = delta.shape[2]
     if B.shape[1] != C.shape[1]:
         raise ValueError(f"hidden_attention: B and C must have the same groups, got {B.shape[1]} and {C.shape[1]}")
     _check_signs(delta, A, "hidden_attention")
