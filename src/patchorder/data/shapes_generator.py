@@ -95,17 +95,6 @@ def class_names(task: str) -> list[str]:
     return sorted(_task_steps(task))
 
 
-def relation_of(first: Mark, second: Mark, task: str) -> str | None:
-    """The class the two marks' centres imply, or None when they are not on a common line."""
-    d_row, d_col = second.row - first.row, second.col - first.col
-    if (d_row, d_col) == (0, 0) or not (d_row == 0 or d_col == 0 or abs(d_row) == abs(d_col)):
-        return None
-    step = (int(np.sign(d_row)), int(np.sign(d_col)))
-    if task == "alignment" and step not in ALIGNMENTS.values():
-        step = (-step[0], -step[1])  # the same line walked the other way
-    return {v: k for k, v in _task_steps(task).items()}[step]
-
-
 @lru_cache(maxsize=None)
 def mark_mask(shape: str, size: int) -> np.ndarray:
     """Boolean (size, size) stencil of a mark (cached, read-only)."""
