@@ -168,6 +168,16 @@ class VMamba(nn.Module):
         """The ordering used by each stage."""
         return [stage.blocks[0].op.ordering for stage in self.layers]
 
+    def set_ordering(self, ordering: Any) -> None:
+        """Scan with another ordering (one for all stages, or one per stage) from now on; the weights stay.
+
+        This is how a trained model is tested under an ordering it was not trained with.
+        """
+        stage_orderings = _per_stage(ordering, len(self.depths))
+        for op in self.ss2d_blocks():
+            op.set_ordering(stage_orderings[op.stage])
+        self._checked_inputs.clear()
+
     def ss2d_blocks(self) -> list[SS2D]:
         return [m for m in self.modules() if isinstance(m, SS2D)]
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from patchorder.callbacks.eval_export import export_checkpoint_attention, wants_export
 from patchorder.data.base import DataConfigError
+from patchorder.models import scan_ablation
 from patchorder.training import builders, console, hydra_info
 from patchorder.training.checkpoints import load_hyper_parameters
 from patchorder.training.config import build_ordering, check_image_size, ordering_label, to_plain
@@ -24,6 +25,7 @@ from patchorder.training.results import write_results
 from patchorder.training.run import cpu_threads
 
 SPLITS = ("test", "val")
+ABLATIONS = (None, "scan")
 
 
 def load_module(ckpt_path: str | Path, hparams: dict[str, Any], ordering: Any, use_ema: bool) -> ClassificationModule:
@@ -57,6 +59,10 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
                               "checkpoints/last.ckpt")
         if cfg.split not in SPLITS:
             raise ConfigError(f"split={cfg.split!r}: choose one of {', '.join(SPLITS)}")
+        ablation = cfg.get("ablation")
+        if ablation not in ABLATIONS:
+            raise ConfigError(f"ablation={ablation!r}: choose scan (every scan replaced by its D skip) or null")
+        results["ablation"] = ablation
         ckpt_path = Path(str(cfg.ckpt_path)).expanduser().resolve()
         results["ckpt_path"] = str(ckpt_path)
         hparams = load_hyper_parameters(ckpt_path)
@@ -87,7 +93,8 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
             results["attention"] = export_checkpoint_attention(module, datamodule, cfg.attention, output_dir)
         trainer = builders.build_trainer(cfg, callbacks=[], loggers=[])
         loader = datamodule.val_dataloader() if cfg.split == "val" else datamodule.test_dataloader()
-        trainer.test(module, dataloaders=loader, verbose=False)
+        with scan_ablation(module, enabled=ablation == "scan"):
+            trainer.test(module, dataloaders=loader, verbose=False)
         metrics = {k.split("/", 1)[1]: finite_or_none(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith("test/")}
         results.update({"metrics": metrics, "num_images": len(loader.dataset), "data": datamodule.describe(),
@@ -104,7 +111,8 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
             console.print_outputs(f"Evaluation {results['status']}", {
                 "error": results.get("error"), "checkpoint": results.get("ckpt_path"),
                 "trained ordering": results.get("trained_ordering"), "evaluated ordering": results.get("ordering"),
-                "split": results.get("split"), "acc1": metrics.get("acc1"), "acc5": metrics.get("acc5"),
+                "split": results.get("split"), "ablation": results.get("ablation"),
+                "acc1": metrics.get("acc1"), "acc5": metrics.get("acc5"),
                 "loss": metrics.get("loss"), "results.json": path,
             })
     return results
