@@ -170,6 +170,9 @@ def block_metrics(block: BlockAttention, radii: Sequence[int] = (1, 2), max_pair
     return row
 
 
+SCAN_USAGE_COLUMNS = ("scan_share", "swap_change")
+
+
 def metrics_table(export: AttentionExport, radii: Sequence[int] = (1, 2), max_pairs: int = 500_000) -> list[dict]:
     """One JSON-friendly row per block: stage, block, distance, neighbour_mass_r1, coherence, similarity, ...
 
@@ -178,8 +181,12 @@ def metrics_table(export: AttentionExport, radii: Sequence[int] = (1, 2), max_pa
     """
     rows = []
     previous: dict[int, np.ndarray] = {}
+    usage = {(u["stage"], u["block"]): u for u in (export.extra.get("scan_usage") or {}).get("blocks", [])}
     for block in sorted(export.blocks, key=lambda b: (b.stage, b.block)):
         row = block_metrics(block, radii, max_pairs)
+        # Measured on the model when the export was made (patchorder.attention.scan_usage), not from attn.
+        for name in SCAN_USAGE_COLUMNS:
+            row[name] = usage.get((block.stage, block.block), {}).get(name)
         mean = mean_attention(block)
         prev = previous.get(block.stage)
         row["similarity_previous"] = None if prev is None else matrix_similarity(prev, mean)

@@ -24,6 +24,7 @@ from patchorder.models import SS2D, SSMRecord, VMamba, capture_ssm
 from patchorder.models.ss2d import cross_merge
 
 DEFAULT_SWAP = "random"
+MODEL_COLUMNS = ("scan_share_mean", "swap_change_mean", "logit_change", "prediction_agreement")
 
 
 def _relative(new: torch.Tensor, old: torch.Tensor) -> float:

@@ -30,6 +30,7 @@ from patchorder.attention import (
 from patchorder.attention.embedding import METHODS
 from patchorder.attention.kernel import MERGES
 from patchorder.attention.metrics import mean_attention
+from patchorder.attention.scan_usage import MODEL_COLUMNS, scan_usage
 from patchorder.callbacks import render
 from patchorder.training.errors import ConfigError
 
@@ -62,6 +63,9 @@ class AttentionOptions:
     npz_dtype: str = "float32"  # float16 halves the .npz
     report_methods: list[str] = field(default_factory=lambda: ["pca", "tsne"])  # the HTML explorer's layouts
     seed: int = 0  # t-SNE / UMAP
+    # Scan usage (patchorder.attention.scan_usage): each block's output is also computed with this ordering;
+    # None: not measured.
+    swap_ordering: str | None = "random"
 
     def __post_init__(self) -> None:
         self.stages = _int_list("stages", self.stages)
@@ -154,6 +158,8 @@ def probe_export(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, d
                                reduce=options.reduce, labels=labels.tolist(), class_names=class_names)
     if hasattr(datamodule, "to_display"):  # the data's own normalisation, not the model's default
         export.images = np.asarray(datamodule.to_display(images.cpu()))
+    if options.swap_ordering is not None:
+        export.extra["scan_usage"] = scan_usage(model, images, swap=options.swap_ordering)
     return export
 
 
@@ -174,6 +180,7 @@ class RenderedAttention:
     metrics: list[dict]  # metrics_table rows
     stages: list[dict]  # stage_summary rows
     embeddings: dict[str, EmbeddingTable]  # "s0b1/patches_pca", "stage0/blocks_pca"
+    scan_usage: dict = field(default_factory=dict)  # patchorder.attention.scan_usage's result, when measured
 
     def scalars(self) -> dict[str, float]:
         """Numeric metrics as flat keys: "s0b1/distance", "stage0/neighbour_mass_r1", ... (None values left out)."""
@@ -184,6 +191,7 @@ class RenderedAttention:
                 for column, value in row.items():
                     if column not in NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
                         out[f"{name}/{column}"] = float(value)
+        out.update({f"scan/{k}": float(v) for k, v in self.scan_usage.items() if k in MODEL_COLUMNS})
         return out
 
 
@@ -223,7 +231,7 @@ def render_attention(export: AttentionExport, options: AttentionOptions) -> Rend
                 for image, m, c in zip(export.images, per_image, captions)]
     rows = metrics_table(export)
     embeddings = _embedding_tables(export, options) if options.embeddings else {}
-    return RenderedAttention(pictures, rows, stage_summary(rows), embeddings)
+    return RenderedAttention(pictures, rows, stage_summary(rows), embeddings, export.extra.get("scan_usage") or {})
 
 
 def _embedding_tables(export: AttentionExport, options: AttentionOptions) -> dict[str, EmbeddingTable]:
@@ -297,7 +305,7 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
         "tag": tag, **(meta or {}), "model": export.model, "ordering": export.ordering, "scheme": export.scheme,
         "merge": export.merge, "reduce": export.reduce, "num_images": int(len(export.images)),
         "labels": list(export.labels), "npz": paths["npz"].name, "blocks": rendered.metrics,
-        "stages": rendered.stages, "write_seconds": round(seconds, 3),
+        "stages": rendered.stages, "scan_usage": rendered.scan_usage or None, "write_seconds": round(seconds, 3),
     }
     paths["metrics"] = out_dir / f"{tag}_metrics.json"
     paths["metrics"].write_text(json.dumps(document, indent=2) + "\n")
