@@ -164,8 +164,6 @@ def probe_check(exports: dict[tuple[str, int], AttentionExport]) -> dict[str, An
 def mean_stage_attention(exports: dict[tuple[str, int], AttentionExport], ordering: str,
                          stage: int) -> np.ndarray | None:
     """(L, L) attention of one ordering's stage, averaged over images, the stage's blocks and the seeds."""
-    from patchorder.attention.metrics import mean_attention
-
-    matrices = [mean_attention(b) for (o, _), e in exports.items() if o == ordering for b in e.blocks
+    matrices = [b.mean_attention() for (o, _), e in exports.items() if o == ordering for b in e.blocks
                 if b.stage == stage]
     return np.mean(matrices, axis=0) if matrices else None

@@ -135,26 +135,20 @@ def matrix_similarity(a: np.ndarray, b: np.ndarray, method: str = "cosine") -> f
     return float(a @ b / denom) if denom > 0 else float("nan")
 
 
-def mean_attention(block: BlockAttention) -> np.ndarray:
-    """(L, L): the block's attention averaged over images, routes summed when the export keeps them apart."""
-    attn = block.attn if block.merged else block.attn.sum(axis=1)
-    return attn.mean(axis=0)
-
-
 def block_similarity_matrix(export: AttentionExport, stage: int,
                             method: str = "cosine") -> tuple[list[str], np.ndarray]:
     """Similarity between every pair of blocks of one stage (image-averaged matrices): (keys, (B, B))."""
     blocks = [b for b in export.blocks if b.stage == stage]
     if not blocks:
         raise ValueError(f"the export has no block in stage {stage}; it has stages {export.stages()}")
-    means = [mean_attention(b) for b in blocks]
+    means = [b.mean_attention() for b in blocks]
     sim = np.array([[matrix_similarity(x, y, method) for y in means] for x in means])
     return [b.key for b in blocks], sim
 
 
 def block_metrics(block: BlockAttention, radii: Sequence[int] = (1, 2), max_pairs: int = 500_000) -> dict:
     """One row of :func:`metrics_table` for one block."""
-    attn = block.attn if block.merged else block.attn.sum(axis=1)  # (N, L, L)
+    attn = block.merged_attention()  # (N, L, L)
     grid = tuple(block.grid)
     distance = attention_distance(attn, grid)
     baseline = float(_pairwise_distance(grid).mean())  # uniform attention over the whole grid
@@ -180,7 +174,7 @@ def metrics_table(export: AttentionExport, radii: Sequence[int] = (1, 2), max_pa
     previous: dict[int, np.ndarray] = {}
     for block in sorted(export.blocks, key=lambda b: (b.stage, b.block)):
         row = block_metrics(block, radii, max_pairs)
-        mean = mean_attention(block)
+        mean = block.mean_attention()
         prev = previous.get(block.stage)
         row["similarity_previous"] = None if prev is None else matrix_similarity(prev, mean)
         previous[block.stage] = mean
@@ -213,7 +207,7 @@ def compare_exports(a: AttentionExport, b: AttentionExport) -> list[dict]:
         block_b = next((x for x in b.blocks if x.key == block_a.key), None)
         if block_b is None or tuple(block_b.grid) != tuple(block_a.grid):
             continue
-        mean_a, mean_b = mean_attention(block_a), mean_attention(block_b)
+        mean_a, mean_b = block_a.mean_attention(), block_b.mean_attention()
         row = {"key": block_a.key, "stage": block_a.stage, "block": block_a.block,
                "ordering_a": block_a.ordering, "ordering_b": block_b.ordering,
                "cosine": matrix_similarity(mean_a, mean_b, "cosine"),
