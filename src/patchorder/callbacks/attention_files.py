@@ -30,6 +30,7 @@ from patchorder.attention import (
 from patchorder.attention.embedding import METHODS
 from patchorder.attention.extract import EXPORT_REDUCES
 from patchorder.attention.kernel import MERGES
+from patchorder.attention.metrics import is_number, scalar_metrics
 from patchorder.callbacks import render
 from patchorder.training.errors import ConfigError
 
@@ -38,7 +39,6 @@ BLOCK_COLUMNS = ["stage", "block", "image", "label", "class_name", "x", "y", "me
 CSV_COLUMNS = ["mode", "stage", "block", "image", "label", "class_name", "patch", "row", "col", "seq_pos",
                "method", "x", "y"]
 NPZ_DTYPES = {"float32": np.float32, "float16": np.float16}
-NOT_SCALARS = ("key", "stage", "block", "blocks", "grid", "ordering", "coherence_route")
 
 
 @dataclass
@@ -181,9 +181,9 @@ class RenderedAttention:
         for prefix, rows in (("", self.metrics), ("stage", self.stages)):
             for row in rows:
                 name = row["key"] if not prefix else f"stage{row['stage']}"
-                for column, value in row.items():
-                    if column not in NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                        out[f"{name}/{column}"] = float(value)
+                for metric in scalar_metrics():
+                    if is_number(row.get(metric.name)):
+                        out[f"{name}/{metric.name}"] = float(row[metric.name])
         return out
 
 

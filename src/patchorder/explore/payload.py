@@ -16,19 +16,8 @@ import numpy as np
 from orderings import route_names
 from patchorder.attention.embedding import METHODS, block_embeddings, patch_embeddings
 from patchorder.attention.export import AttentionExport, BlockAttention
-from patchorder.attention.metrics import compare_exports, metrics_table
+from patchorder.attention.metrics import compare_exports, metrics_table, scalar_metrics
 from patchorder.explore.packing import Packer, encode_matrix
-
-# Metrics of patchorder.attention.metrics.metrics_table as the page names them; other numeric columns keep their name.
-METRIC_LABELS = {
-    "distance": "attention distance (patches)",
-    "distance_relative": "distance / uniform attention",
-    "neighbour_mass_r1": "mass on neighbours (r=1)",
-    "neighbour_mass_r2": "mass on neighbours (r=2)",
-    "coherence": "sequence coherence (Spearman)",
-    "similarity_previous": "cosine to previous block",
-}
-NOT_METRICS = {"key", "stage", "block", "grid", "ordering", "coherence_route"}
 
 
 @dataclass
@@ -124,11 +113,10 @@ def _stage_embeddings(packer: Packer, export: AttentionExport, options: Options)
 
 
 def metric_rows(export: AttentionExport, other: AttentionExport | None = None) -> dict[str, list]:
-    """Per block key: [[label, value], ...] from metrics_table, plus the similarity to the compared export."""
+    """Per block key: [[label, value], ...] of every scalar metric, plus the similarity to the compared export."""
     rows = {}
     for row in metrics_table(export):
-        rows[row["key"]] = [[METRIC_LABELS.get(name, name), value] for name, value in row.items()
-                            if name not in NOT_METRICS and (value is None or isinstance(value, (int, float)))]
+        rows[row["key"]] = [[metric.label, row[metric.name]] for metric in scalar_metrics()]
     if other is not None:
         for row in compare_exports(export, other):
             rows[row["key"]] += [["cosine to other side", row["cosine"]], ["Pearson to other side", row["pearson"]]]
