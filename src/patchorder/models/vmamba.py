@@ -18,6 +18,9 @@ from orderings import SCHEMES, Ordering, resolve
 from patchorder.models.ss2d import SS2D
 
 
+INITS = ("vmamba", "mamba")
+
+
 class Permute(nn.Module):
     """``x.permute(*dims)`` as a module, to switch between NCHW convolutions and channels-last blocks."""
 
@@ -85,6 +88,10 @@ class VMamba(nn.Module):
             ``(H, W) -> permutation`` or a Hydra ``_target_`` mapping), or a list with one per stage.
         scan_scheme: "cross4" (VMamba's four routes), "bidirectional" or "single".
         scan_backend: selective-scan backend, "auto" picks the fastest available for the tensors' device.
+        init: "vmamba" (official: every linear layer truncated-normal, std 0.02) or "mamba" (SS2D's in_proj and
+            out_proj keep nn.Linear's default init, as mamba-ssm's Mamba block does). The scan's mixing term
+            C (sum delta B u) is third order in the activations, so under std 0.02 it starts ~1e-4 of the D skip
+            and a small model may solve its task without ever using the scan; "mamba" starts it near 0.1.
         depths, dims: blocks per stage and channels (an int doubles per stage, as the official ``dims=96``).
         d_state, ssm_ratio, dt_rank, d_conv, conv_bias: SS2D sizes (official ``ssm_*`` arguments).
         Remaining arguments as in timm models.
@@ -111,6 +118,7 @@ class VMamba(nn.Module):
         ordering: Any = "row_major",
         scan_scheme: str = "cross4",
         scan_backend: str = "auto",
+        init: str = "vmamba",
         **kwargs: Any,
     ):
         super().__init__()
@@ -118,6 +126,8 @@ class VMamba(nn.Module):
             raise TypeError(f"VMamba got unexpected arguments: {', '.join(sorted(kwargs))}")
         if scan_scheme not in SCHEMES:
             raise ValueError(f"unknown scan_scheme {scan_scheme!r}; choose one of {', '.join(SCHEMES)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
         if patch_size < 2 or patch_size % 2:
             raise ValueError(f"patch_size must be an even number >= 2 (two stride-patch_size/2 convs), got {patch_size}")
         depths = [int(d) for d in depths]
@@ -160,6 +170,10 @@ class VMamba(nn.Module):
             head=nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity(),
         ))
         self.apply(_init_weights)
+        if init == "mamba":
+            for op in self.ss2d_blocks():
+                for linear in (op.in_proj, op.out_proj):
+                    linear.reset_parameters()
         self._checked_inputs: set[tuple[int, int, torch.device]] = set()
 
     # --- orderings -------------------------------------------------------------------------------------------
