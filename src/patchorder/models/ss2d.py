@@ -157,8 +157,11 @@ class SS2D(nn.Module):
         if self.scan_ablated:
             ys = u * D_skip[None, :, None].to(u.dtype)
         else:
-            ys = selective_scan(u, delta, A, Bs, Cs, D_skip, delta_bias, delta_softplus=True,
-                                backend=self.scan_backend)
+            # The scan runs in float32 under any autocast: in half precision its long products of decays lose the
+            # state (VMamba users report NaN losses). Its inputs come from bf16/fp16 matmuls under autocast.
+            with torch.autocast(x.device.type, enabled=False):
+                ys = selective_scan(u.float(), delta.float(), A, Bs.float(), Cs.float(), D_skip, delta_bias,
+                                    delta_softplus=True, backend=self.scan_backend)
 
         if self.capture_sink is not None:
             self._record(routes, (height, width), u, delta, delta_bias, A, Bs, Cs, D_skip, ys)
