@@ -97,8 +97,8 @@ def propagate(records: list, operator: Callable, residual: float) -> RelevanceMa
     final_grid = tuple(records[-1].grid)
     batch = records[-1].delta.shape[0]
     L = final_grid[0] * final_grid[1]
-    device = records[-1].delta.device
-    rows = torch.eye(L, device=device).expand(batch, L, L).clone()  # (N, final patches, patches of current grid)
+    delta = records[-1].delta  # float64 records (a float64 model) give float64 maps
+    rows = torch.eye(L, dtype=delta.dtype, device=delta.device).expand(batch, L, L).clone()  # (N, final patches, patches of current grid)
     grid = final_grid
     while records:
         record = records.pop()
