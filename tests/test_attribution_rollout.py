@@ -8,9 +8,9 @@ import timm
 import torch
 from torch import nn
 
-from patchorder.attention import attribution, deletion_insertion, rollout
+from patchorder.attention import attribution, deletion_insertion, gradient_weighted_attention, rollout
 from patchorder.attention.rollout import eval_mode_capture
-from patchorder.models import SS2D
+from patchorder.models import SS2D, capture_ssm
 
 
 # ------------------------------------------------------------------ brute force, from the captured records
@@ -35,19 +35,30 @@ def dense_alpha(record):
     return alpha * causal
 
 
-def dense_block_operator(record):
-    """The block's patch-space mixing operator, built densely: each route's exact linear map (checked against the
-    scan's own output y = alpha u + D u), moved to raster patch space, summed over routes, mean |.| over channels."""
+def dense_channel_operators(record):
+    """(b, d, L, L) per channel in raster patch space, and the scan input u (b, d, L) in raster order: each
+    route's exact linear map (checked against the scan's own output y = alpha u + D u), moved to patch space
+    and summed over routes (the cross-merge)."""
     alpha = dense_alpha(record)
     b, K, d, L, _ = alpha.shape
     u = record.u.double().view(b, K, d, L)
     y = torch.einsum("bkdij,bkdj->bkdi", alpha, u) + record.D.double().view(1, K, d, 1) * u
     torch.testing.assert_close(y, record.y.double().view(b, K, d, L), rtol=1e-9, atol=1e-12)
     merged = torch.zeros(b, d, L, L, dtype=torch.float64)
+    u_raster = torch.zeros(b, d, L, dtype=torch.float64)
     for r in range(K):
         route = record.routes[r]  # sequence pair (i, j) -> patch pair (route[i], route[j]), a permutation
         merged[:, :, route[:, None], route[None, :]] += alpha[:, r]
-    return merged.abs().mean(1)
+        if r == 0:
+            u_raster[:, :, route] = u[:, r]
+        else:  # every route scans the same features
+            torch.testing.assert_close(u[:, r], u_raster[:, :, route], rtol=0, atol=0)
+    return merged, u_raster
+
+
+def dense_block_operator(record):
+    """The block's rollout operator before normalisation: mean |.| over channels of the merged operators."""
+    return dense_channel_operators(record)[0].abs().mean(1)
 
 
 def downsampling_operator(coarse, fine):
@@ -60,15 +71,18 @@ def downsampling_operator(coarse, fine):
     return op
 
 
-def brute_force_rollout(records, residual):
-    """(b, L_final, L_0): the product, in forward order, of every block's 0.5 I + 0.5 A / rowsum(A) and of
-    every downsampling between them."""
+def brute_force_rollout(records, residual, operators=None):
+    """(b, L_final, L_0): the product, in forward order, of every block's residual I + (1 - residual) A (by
+    default A = the block operator / its row sums) and of every downsampling between them."""
     total = None
     grid = None
-    for record in records:
-        A = dense_block_operator(record)
+    for index, record in enumerate(records):
+        if operators is None:
+            A = dense_block_operator(record)
+            A = A / A.sum(-1, keepdim=True)
+        else:
+            A = operators[index]
         L = A.shape[-1]
-        A = A / A.sum(-1, keepdim=True)
         R = residual * torch.eye(L, dtype=torch.float64) + (1 - residual) * A
         if total is None:
             total = R
@@ -101,6 +115,49 @@ def test_rollout_equals_brute_force_product_of_dense_block_operators(tiny, resid
     np.testing.assert_allclose(maps.pooled.reshape(2, 64).numpy(), expected.mean(1).numpy(), rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(maps.patch(1, 0).reshape(2, 64).numpy(), expected[:, 2].numpy(), rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(maps.pooled.sum((1, 2)).numpy(), 1.0, rtol=1e-6)
+
+
+def gradients_at_merged_outputs(model, images, target):
+    """Records, and d logit_target / d (each block's cross-merged scan output) by adding a zero tensor there."""
+    zeros = []
+
+    def add_zero(_module, args):
+        zeros.append(torch.zeros_like(args[0], requires_grad=True))
+        return (args[0] + zeros[-1],)
+
+    ops = [m for m in model.modules() if isinstance(m, SS2D)]
+    hooks = [op.out_norm.register_forward_pre_hook(add_zero) for op in ops]
+    model.eval()
+    try:
+        with capture_ssm(model) as records:
+            logits = model(images)
+        grads = torch.autograd.grad(logits[torch.arange(len(images)), target].sum(), zeros)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return records, [g.flatten(1, 2).transpose(1, 2) for g in grads]  # (b, d, L) raster
+
+
+def test_attribution_equals_brute_force_gradient_weighted_product(tiny):
+    model, images = tiny
+    target = torch.tensor([1, 3])
+    records, grads = gradients_at_merged_outputs(model, images, target)
+    operators = []
+    for record, g in zip(records, grads):
+        merged, u = dense_channel_operators(record)
+        weighted = (g[:, :, :, None] * merged * u[:, :, None, :]).clamp_min(0).mean(1)  # (b, L, L)
+        np.testing.assert_allclose(gradient_weighted_attention(record, g).numpy(), weighted.numpy(),
+                                   rtol=1e-5, atol=1e-9 * weighted.abs().max().item())
+        assert weighted.sum() > 0
+        operators.append(weighted / weighted.sum(-1).mean(-1)[:, None, None])
+    expected = brute_force_rollout(records, 0.5, operators).mean(1)
+    expected = expected / expected.sum(-1, keepdim=True)
+    maps = attribution(model, images, target=target)
+    np.testing.assert_allclose(maps.pooled.reshape(2, 64).numpy(), expected.numpy(), rtol=1e-5, atol=1e-9)
+    # the predicted class by default
+    predicted = model(images).argmax(1)
+    default = attribution(model, images).pooled
+    np.testing.assert_allclose(default.numpy(), attribution(model, images, target=predicted).pooled.numpy())
 
 
 def test_rollout_rejects_bad_requests(tiny):
