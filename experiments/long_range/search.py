@@ -72,9 +72,18 @@ def run(setting: dict, seed: int = 0) -> dict:
     mean, std = x_train.mean((0, 2, 3), keepdim=True), x_train.std((0, 2, 3), keepdim=True)
     x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
     num_classes = int(y_train.max()) + 1
-    model = VMamba(num_classes=num_classes, ordering="row_major", scan_backend="torch", **setting["model"])
-    with torch.no_grad():  # init probes: scale the scan's B/C projections
+    model_args = dict(setting["model"])
+    # The probes that led to init="scan_ready" (= "mamba" with xproj_scale 8): "mamba" resets SS2D's in_proj and
+    # out_proj to nn.Linear's default init; xproj_scale multiplies x_proj.
+    probe_mamba = model_args.get("init") == "mamba"
+    if probe_mamba:
+        model_args["init"] = "vmamba"
+    model = VMamba(num_classes=num_classes, ordering="row_major", scan_backend="torch", **model_args)
+    with torch.no_grad():
         for op in model.ss2d_blocks():
+            if probe_mamba:
+                op.in_proj.reset_parameters()
+                op.out_proj.reset_parameters()
             op.x_proj_weight.mul_(setting.get("xproj_scale", 1.0))
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not getattr(p, "_no_weight_decay", False)]
     rest = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not getattr(p, "_no_weight_decay", False))]

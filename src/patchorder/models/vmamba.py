@@ -18,7 +18,8 @@ from orderings import SCHEMES, Ordering, resolve
 from patchorder.models.ss2d import SS2D
 
 
-INITS = ("vmamba", "mamba")
+INITS = ("vmamba", "scan_ready")
+SCAN_READY_X_PROJ_GAIN = 8.0
 
 
 class Permute(nn.Module):
@@ -88,10 +89,11 @@ class VMamba(nn.Module):
             ``(H, W) -> permutation`` or a Hydra ``_target_`` mapping), or a list with one per stage.
         scan_scheme: "cross4" (VMamba's four routes), "bidirectional" or "single".
         scan_backend: selective-scan backend, "auto" picks the fastest available for the tensors' device.
-        init: "vmamba" (official: every linear layer truncated-normal, std 0.02) or "mamba" (SS2D's in_proj and
-            out_proj keep nn.Linear's default init, as mamba-ssm's Mamba block does). The scan's mixing term
-            C (sum delta B u) is third order in the activations, so under std 0.02 it starts ~1e-4 of the D skip
-            and a small model may solve its task without ever using the scan; "mamba" starts it near 0.1.
+        init: "vmamba" (official: every linear layer truncated-normal, std 0.02) or "scan_ready" (SS2D's in_proj
+            and out_proj keep nn.Linear's default init, as mamba-ssm's Mamba block does, and x_proj is scaled by
+            8). The scan's mixing term C (sum delta B u) is third order in the activations: under "vmamba" it
+            starts at ~1e-4 of the D skip (scan share, patchorder.attention.scan_usage), under "scan_ready" at
+            ~0.1, so a small model trained for minutes can learn to use its scan (see experiment=long_range).
         depths, dims: blocks per stage and channels (an int doubles per stage, as the official ``dims=96``).
         d_state, ssm_ratio, dt_rank, d_conv, conv_bias: SS2D sizes (official ``ssm_*`` arguments).
         Remaining arguments as in timm models.
@@ -170,10 +172,12 @@ class VMamba(nn.Module):
             head=nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity(),
         ))
         self.apply(_init_weights)
-        if init == "mamba":
+        if init == "scan_ready":
             for op in self.ss2d_blocks():
                 for linear in (op.in_proj, op.out_proj):
                     linear.reset_parameters()
+                with torch.no_grad():
+                    op.x_proj_weight.mul_(SCAN_READY_X_PROJ_GAIN)
         self._checked_inputs: set[tuple[int, int, torch.device]] = set()
 
     # --- orderings -------------------------------------------------------------------------------------------
