@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from train_support import CONF_DIR
 
 from patchorder.training.config import build_ordering, fingerprint, ordering_label, validate_train_config
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 
 def options(group: str) -> list[str]:

@@ -16,7 +16,7 @@ from patchorder.data.sampling import EpochShuffleSampler
 from patchorder.training import optim, sweep
 from patchorder.training.checkpoints import find_last_checkpoint
 from patchorder.training.data_order import ResumableLoader, ResumableSampler
-from patchorder.training.errors import ConfigError, NonFiniteLossError, NonFiniteWeightsError
+from patchorder.errors import ConfigError, NonFiniteLossError, NonFiniteWeightsError
 from patchorder.training.module import ClassificationModule
 from patchorder.training.results import write_results
 

@@ -31,7 +31,7 @@ from patchorder.attention.embedding import METHODS
 from patchorder.attention.kernel import MERGES
 from patchorder.attention.metrics import mean_attention
 from patchorder.callbacks import render
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 PATCH_COLUMNS = ["stage", "block", "patch", "row", "col", "seq_pos", "x", "y", "method"]
 BLOCK_COLUMNS = ["stage", "block", "image", "label", "class_name", "x", "y", "method"]

@@ -16,15 +16,11 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from patchorder.data.base import DataConfigError
+from patchorder.errors import CorruptImageError, DataConfigError
 from patchorder.data.sampling import mix_seed
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 Sample = tuple[str, int]  # (path, class index)
-
-
-class CorruptImageError(DataConfigError):
-    pass
 
 
 def is_image_file(name: str) -> bool:

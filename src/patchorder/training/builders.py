@@ -13,11 +13,11 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
-from patchorder.data.base import DataConfigError
+from patchorder.errors import DataConfigError
 from patchorder.training import hydra_info
 from patchorder.training.config import ordering_label, to_plain
 from patchorder.training.data_order import make_train_loader_resumable
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 from patchorder.training.module import ClassificationModule
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 from patchorder.training.results import RESULTS_FILE, read_results
 
 CHECKPOINT_DIR = "checkpoints"

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 # VMamba: a stride-4 patch embedding then three 2x downsamplings, so input sides must be multiples of 32.
 MODEL_STRIDE = 32

@@ -14,11 +14,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from patchorder.callbacks.eval_export import export_checkpoint_attention, wants_export
-from patchorder.data.base import DataConfigError
+from patchorder.errors import DataConfigError
 from patchorder.training import builders, console, hydra_info
 from patchorder.training.checkpoints import load_hyper_parameters
 from patchorder.training.config import build_ordering, check_image_size, ordering_label, to_plain
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 from patchorder.training.module import ClassificationModule, finite_or_none
 from patchorder.training.results import write_results
 from patchorder.training.run import cpu_threads

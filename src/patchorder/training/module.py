@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from patchorder.training import optim
 from patchorder.training.config import build_ordering
-from patchorder.training.errors import NonFiniteLossError, NonFiniteWeightsError
+from patchorder.errors import NonFiniteLossError, NonFiniteWeightsError
 
 
 def create_model(model_cfg: dict, ordering_cfg: Any, num_classes: int, in_chans: int = 3) -> nn.Module:

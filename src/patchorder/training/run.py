@@ -16,11 +16,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from patchorder.data.base import DataConfigError
+from patchorder.errors import DataConfigError
 from patchorder.training import builders, console, hydra_info
 from patchorder.training.checkpoints import CHECKPOINT_DIR, LAST, find_last_checkpoint
 from patchorder.training.config import fingerprint, ordering_label, to_plain, validate_train_config
-from patchorder.training.errors import ConfigError, NonFiniteLossError, NonFiniteWeightsError
+from patchorder.errors import ConfigError, NonFiniteLossError, NonFiniteWeightsError
 from patchorder.training.module import finite_or_none
 from patchorder.training.reproducibility import ReproducibleTraining
 from patchorder.training.results import write_results
