@@ -215,3 +215,12 @@ def test_fingerprint_tracks_what_is_trained():
     assert fingerprint(train_cfg("ordering=spiral")) != base
     assert fingerprint(train_cfg("module.optimizer.lr=0.01")) != base
     assert fingerprint(train_cfg("trainer.max_epochs=3")) != base
+
+
+def test_the_modules_defaults_are_the_configs():
+    from patchorder.training.module import OPTIMIZER_DEFAULTS, SCHEDULER_DEFAULTS
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["~experiment"])
+    assert OmegaConf.to_container(cfg.module.optimizer) == OPTIMIZER_DEFAULTS
+    assert OmegaConf.to_container(cfg.module.scheduler) == SCHEDULER_DEFAULTS

@@ -42,5 +42,10 @@ class NonFiniteWeightsError(RuntimeError):
     """A checkpoint was about to be written with NaN/Inf weights; refusing keeps the previous good file."""
 
 
-# Errors that end a training run with their message (exit code 1): the run went wrong, the config was fine.
-RUN_ERRORS = (NonFiniteLossError, NonFiniteWeightsError)
+class ResultsNotWrittenError(OSError):
+    """results.json could not be written (disk full, folder not writable); the message also says how the job
+    itself ended."""
+
+
+# Errors that end a run with their message (exit code 1): the run went wrong, the config was fine.
+RUN_ERRORS = (NonFiniteLossError, NonFiniteWeightsError, ResultsNotWrittenError)

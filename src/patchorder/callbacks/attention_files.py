@@ -136,10 +136,8 @@ def check_selection(model: nn.Module, options: AttentionOptions, image_size: Seq
     if missing:
         raise ConfigError(f"attention blocks {missing} exist in none of the chosen stages; the model has "
                           f"(stage, block) {present}")
-    info = getattr(model, "feature_info", None)
-    if info:  # timm's feature_info: stage 0's reduction is the patch size
-        reduction = info[0]["reduction"]
-        grid0 = (int(image_size[0]) // reduction, int(image_size[1]) // reduction)
+    if hasattr(model, "stage_grids"):
+        grid0 = model.stage_grids(int(image_size[0]), int(image_size[1]))[0]
         try:
             render.resolve_queries(options.query_patches, grid0)
         except ValueError as error:
@@ -198,9 +196,12 @@ def _captions(export: AttentionExport) -> list[str]:
 
 
 def _stage0_grid(export: AttentionExport) -> tuple[int, int]:
-    """Stage 0's grid, from any block (VMamba halves the grid per stage)."""
-    b = min(export.blocks, key=lambda x: x.stage)
-    return b.grid[0] * 2**b.stage, b.grid[1] * 2**b.stage
+    """Stage 0's grid, as the model said it when the export was made (``extract_attention`` records it)."""
+    grids = export.extra.get("stage_grids")
+    if not grids:
+        raise ValueError("this attention export records no stage_grids (made by an older patchorder or from a "
+                         "model without stage_grids); export it again with extract_attention")
+    return int(grids[0][0]), int(grids[0][1])
 
 
 def render_attention(export: AttentionExport, options: AttentionOptions) -> RenderedAttention:

@@ -22,6 +22,12 @@ from patchorder.training.model import create_model
 from patchorder.errors import NonFiniteLossError, NonFiniteWeightsError
 
 
+# The recipe's defaults (conf/train.yaml's module section holds the same values, checked by
+# tests/test_config_compose.py): a module built without a config trains like `python train.py`'s default.
+OPTIMIZER_DEFAULTS = {"lr": 1e-3, "lr_batch_size": None, "weight_decay": 0.05, "betas": [0.9, 0.999], "eps": 1e-8}
+SCHEDULER_DEFAULTS = {"warmup_epochs": 1, "warmup_lr_ratio": 1e-3, "min_lr_ratio": 1e-2}
+
+
 class ClassificationModule(L.LightningModule):
     """Cross-entropy (label smoothing, or soft targets under Mixup/CutMix), top-1/top-5, AdamW + warmup-cosine,
     optional EMA of the weights (validation and test then use the EMA weights)."""
@@ -46,9 +52,8 @@ class ClassificationModule(L.LightningModule):
         # Saved in the checkpoint: eval.py rebuilds the model and the data from these.
         self.save_hyperparameters()
         self.model = create_model(model, ordering, num_classes, in_chans)
-        self.optimizer_cfg = {"lr": 1e-3, "lr_batch_size": None, "weight_decay": 0.05, "betas": (0.9, 0.999),
-                              "eps": 1e-8, **(optimizer or {})}
-        self.scheduler_cfg = {"warmup_epochs": 0.0, "warmup_lr_ratio": 1e-3, "min_lr_ratio": 1e-2, **(scheduler or {})}
+        self.optimizer_cfg = {**OPTIMIZER_DEFAULTS, **(optimizer or {})}
+        self.scheduler_cfg = {**SCHEDULER_DEFAULTS, **(scheduler or {})}
 
         self.mixup = self._build_mixup(mixup, label_smoothing, num_classes)
         self.train_loss = SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -59,6 +64,8 @@ class ClassificationModule(L.LightningModule):
         self.ema = None
         if ema.get("enabled", False):
             self.ema = ModelEmaV3(self.model, decay=ema.get("decay", 0.9999), use_warmup=ema.get("warmup", False))
+            # Updated by copying, never by gradients: DDP must not wait for gradients of these parameters.
+            self.ema.requires_grad_(False)
             # Never run while training; Lightning switches it to eval mode for validation and test.
             self.ema.module.train()
 
@@ -68,6 +75,21 @@ class ClassificationModule(L.LightningModule):
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         self.test_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+
+    @classmethod
+    def from_config(cls, cfg: Any, datamodule: L.LightningDataModule) -> "ClassificationModule":
+        """The module of a training config (sections model, ordering, module, data) and its built data module."""
+        from patchorder.training.config import to_plain
+
+        recipe = to_plain(cfg.module)
+        return cls(
+            model=to_plain(cfg.model), ordering=to_plain(cfg.ordering), num_classes=datamodule.num_classes,
+            class_names=list(datamodule.class_names), image_size=list(datamodule.image_size),
+            in_chans=getattr(datamodule, "in_chans", 3), batch_size=int(cfg.data.batch_size),
+            optimizer=recipe.get("optimizer"), scheduler=recipe.get("scheduler"),
+            label_smoothing=recipe.get("label_smoothing", 0.0), mixup=recipe.get("mixup"), ema=recipe.get("ema"),
+            data=to_plain(cfg.data),
+        )
 
     @staticmethod
     def _build_mixup(cfg: dict | None, label_smoothing: float, num_classes: int) -> Mixup | None:
