@@ -250,3 +250,24 @@ def test_results_json_writes_of_two_processes_never_collide(tmp_path):
     assert [w.exitcode for w in writers] == [0, 0]
     assert read_results(tmp_path / "results.json")["i"] == 199
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_metrics_csv_keeps_its_history_when_a_run_resumes_in_its_folder(tmp_path):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from train_support import CONF_DIR, read_csv_rows
+
+    entry = OmegaConf.load(CONF_DIR / "logger" / "csv.yaml").csv
+    entry.save_dir = str(tmp_path)
+
+    def run(steps, tag):
+        logger = instantiate(entry)
+        for step in steps:
+            logger.log_metrics({"train/loss": tag * 100 + step}, step=step)
+        logger.finalize("success")
+
+    run(range(5), tag=1)  # killed after step 4, say; its checkpoint was at step 3
+    run(range(3, 6), tag=2)  # the resumed run logs steps 3, 4, 5 again
+    rows = read_csv_rows(tmp_path / "csv" / "metrics.csv")
+    assert [(int(r["step"]), float(r["train/loss"])) for r in rows] == [
+        (0, 100.0), (1, 101.0), (2, 102.0), (3, 203.0), (4, 204.0), (5, 205.0)]
