@@ -95,3 +95,68 @@ def test_resuming_another_models_checkpoint_says_what_differs(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": hparams(ordering={"name": "spiral"})}, ckpt)
     with pytest.raises(ConfigError, match=r"ordering: checkpoint \{'name': 'spiral'\} != config \{'name': 'row_major'\}"):
         train_job.train(train_cfg(tmp_path, f"ckpt_path={ckpt}", "logger=none"))
+
+
+# --- the explorer: an export is a file from a user too -------------------------------------------------------
+SCRIPT = "</script><img src=x onerror=alert(1)>"
+
+
+def tiny_export(ordering="row_major", class_name="cat"):
+    import numpy as np
+
+    from patchorder.attention.export import AttentionExport, BlockAttention
+
+    attn = np.random.default_rng(0).random((2, 4, 4)).astype(np.float32)
+    blocks = [BlockAttention(stage=0, block=b, grid=(2, 2), ordering=ordering, attn=attn,
+                             routes=np.tile(np.arange(4), (4, 1))) for b in range(2)]
+    return AttentionExport(blocks=blocks, images=np.zeros((2, 8, 8, 3), np.uint8), model="vmamba_micro",
+                           ordering=ordering, labels=[0, 1], class_names=[class_name, "dog"],
+                           extra={"stage_grids": [[2, 2]]})
+
+
+def test_names_in_an_export_cannot_close_the_script_or_inject_html(tmp_path):
+    from patchorder.attention.export import load, save
+    from patchorder.explore import build_report
+
+    path = save(tmp_path / "attention.npz", tiny_export(ordering=SCRIPT, class_name=SCRIPT))
+    html = build_report(load(path), tmp_path / "report.html", methods=("pca",)).read_text()
+    assert SCRIPT not in html and "<img src=x" not in html
+    assert html.count("</script>") == html.count("<script")  # only the page's own script elements end
+
+
+@pytest.mark.parametrize("field, value", [("stage", "<img src=x onerror=alert(1)>"), ("block", 1.5),
+                                          ("grid", ["2", 2]), ("ordering", 3), ("key", "<b>s0b0</b>")])
+def test_export_fields_of_the_wrong_type_are_refused_on_load(tmp_path, field, value):
+    import json
+
+    import numpy as np
+
+    from patchorder.attention.export import load, save
+
+    path = save(tmp_path / "attention.npz", tiny_export())
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["blocks"][0][field] = value
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=rf"field blocks\[0\]\.{field} has an invalid value"):
+        load(path)
+
+
+def test_class_names_must_be_strings(tmp_path):
+    import json
+
+    import numpy as np
+
+    from patchorder.attention.export import load, save
+
+    path = save(tmp_path / "attention.npz", tiny_export())
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["class_names"] = [{"html": SCRIPT}, "dog"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="field class_names"):
+        load(path)
