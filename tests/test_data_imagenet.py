@@ -425,3 +425,22 @@ def test_only_decode_errors_count_as_corrupt(tmp_path, monkeypatch):
     monkeypatch.setattr(image_files, "to_rgb", out_of_memory)
     with pytest.raises(MemoryError):
         image_files.open_rgb(str(tmp_path / "fine.png"))
+
+
+def test_a_resume_first_checks_the_image_that_stopped_the_run(tmp_path):
+    from patchorder.training.results import write_results
+    from patchorder.training.run import check_corrupt_images_fixed
+
+    root, (truncated, _) = make_corrupt_tree(tmp_path)
+    data = module(root, subset=ALL_WNIDS[:2], verify_images="lazy")
+    data.setup()
+    index = [i for i, (p, _) in enumerate(data.datasets["train"].samples) if p == str(truncated)][0]
+    with pytest.raises(CorruptImageError) as stopped:
+        data.datasets["train"][index]
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    write_results(run_dir, {"status": "failed", "error": f"CorruptImageError: {stopped.value}"})
+    with pytest.raises(CorruptImageError, match=rf"still cannot be decoded: {truncated}\. Replace or delete"):
+        check_corrupt_images_fixed(str(run_dir / "checkpoints" / "last.ckpt"))
+    save_image(truncated, ALL_WNIDS[0])  # the user replaced it
+    check_corrupt_images_fixed(str(run_dir / "checkpoints" / "last.ckpt"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -167,6 +168,22 @@ def open_rgb(path: str, draft_size: tuple[int, int] | None = None) -> Image.Imag
         raise CorruptImageError(
             f"cannot decode image {path} ({type(error).__name__}: {error}): delete or replace the file"
         ) from error
+
+
+_CORRUPT_PATH = re.compile(r"cannot decode image (.+?) \(")
+
+
+def still_corrupt(error_message: str) -> list[str]:
+    """The images an earlier run's error named as undecodable that still exist and still cannot be decoded
+    (a resume checks these first instead of training until it meets them again)."""
+    bad = []
+    for path in dict.fromkeys(_CORRUPT_PATH.findall(error_message or "")):
+        if Path(path).is_file():
+            try:
+                open_rgb(path, draft_size=(64, 64))
+            except CorruptImageError:
+                bad.append(path)
+    return bad
 
 
 def check_decodable(paths: Sequence[str], workers: int) -> None:

@@ -9,13 +9,15 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from patchorder.errors import ConfigError
+from patchorder.data.image_files import still_corrupt
+from patchorder.errors import ConfigError, CorruptImageError
 from patchorder.training import builders, console, hydra_info
 from patchorder.training.checkpoints import (CHECKPOINT_DIR, LAST, RunFingerprint, differences, find_last_checkpoint,
                                              fingerprint_of, hyper_parameters, read_checkpoint)
 from patchorder.training.config import fingerprint, ordering_label, to_plain, validate_train_config
 from patchorder.training.module import ClassificationModule, finite_or_none
 from patchorder.training.reproducibility import ReproducibleTraining
+from patchorder.training.results import RESULTS_FILE, read_results
 from patchorder.training.task import Job, run_job, task_main
 from patchorder.training.throughput import TrainThroughput
 
@@ -75,6 +77,21 @@ def check_resume_checkpoint(ckpt_path: str, cfg: DictConfig) -> None:
                           f"{'; '.join(differ)}. Resume with the config it was trained with, or start from scratch")
 
 
+def check_corrupt_images_fixed(ckpt_path: str) -> None:
+    """A run that stopped at a corrupt image is resumed only once that file was replaced or deleted."""
+    results_path = Path(ckpt_path).parent.parent / RESULTS_FILE
+    if not results_path.is_file():
+        return
+    try:
+        error = read_results(results_path).get("error") or ""
+    except (OSError, ValueError):
+        return
+    bad = still_corrupt(error) if "CorruptImageError" in error else []
+    if bad:
+        raise CorruptImageError(f"the run being resumed stopped at images that still cannot be decoded: "
+                                f"{', '.join(bad)}. Replace or delete them, then resume again")
+
+
 def fit_results(trainer: L.Trainer, throughput: TrainThroughput, loggers: list) -> dict[str, Any]:
     checkpoint: ModelCheckpoint | None = trainer.checkpoint_callback
     wandb_logger = builders.wandb_logger(loggers)
@@ -125,6 +142,7 @@ def _train(job: Job) -> None:
     results["resumed_from"] = resolve_ckpt_path(cfg, results["config_fingerprint"])
     if results["resumed_from"]:
         check_resume_checkpoint(results["resumed_from"], cfg)
+        check_corrupt_images_fixed(results["resumed_from"])
     if job.is_zero:
         job.write_results()  # marks the run (for ckpt_path=last) even if it is killed later
         console.print_config_tree(cfg)
