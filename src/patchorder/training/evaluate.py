@@ -56,10 +56,12 @@ def _evaluate(job: Job) -> None:
     results["ckpt_path"] = str(ckpt_path)
     checkpoint = read_checkpoint(ckpt_path)
     hparams = hyper_parameters(checkpoint, ckpt_path)
-    trusted = command_line_targets(hydra_info.overrides()) | set(to_plain(cfg.get("trusted_targets")) or [])
-    check_trusted_targets(hparams, trusted)
     trained_ordering = hparams["ordering"]
     ordering = to_plain(cfg.ordering) if cfg.get("ordering") is not None else trained_ordering
+    # What will be instantiated from the file: everything but a trained ordering the command line replaces.
+    used = {k: v for k, v in hparams.items() if not (k == "ordering" and cfg.get("ordering") is not None)}
+    trusted = command_line_targets(hydra_info.overrides()) | set(to_plain(cfg.get("trusted_targets")) or [])
+    check_trusted_targets(used, trusted)
     data_cfg = OmegaConf.merge(OmegaConf.create(hparams["data"]), cfg.get("data_override") or {})
     model = model_geometry(OmegaConf.create(hparams["model"]))
     build_ordering(ordering, model.stage_grids(*check_image_size(data_cfg, model)))  # a clear error now
