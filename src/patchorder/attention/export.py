@@ -37,6 +37,18 @@ class BlockAttention:
     def merged(self) -> bool:
         return self.attn.ndim == 3
 
+    def merged_attention(self) -> np.ndarray:
+        """(N, L, L): the merged attention, or the sum of the route matrices when the export keeps routes apart.
+
+        The sum equals the merged attention for linear reductions ("mean"); for "mean_abs" it bounds it from
+        above (routes are merged per channel before the absolute value).
+        """
+        return self.attn if self.merged else self.attn.sum(axis=1)
+
+    def mean_attention(self) -> np.ndarray:
+        """(L, L): :meth:`merged_attention` averaged over images."""
+        return self.merged_attention().mean(axis=0)
+
 
 @dataclass
 class AttentionExport:
@@ -60,6 +72,19 @@ class AttentionExport:
 
     def stages(self) -> list[int]:
         return sorted({b.stage for b in self.blocks})
+
+    def image_names(self) -> list[str]:
+        """One caption per probe image: "image 3: <class name>", "image 3: class 7" or "image 3"."""
+        names = []
+        for n in range(len(self.images)):
+            label = self.labels[n] if n < len(self.labels) else None
+            if label is None:
+                names.append(f"image {n}")
+            elif self.class_names and 0 <= label < len(self.class_names):
+                names.append(f"image {n}: {self.class_names[label]}")
+            else:
+                names.append(f"image {n}: class {label}")
+        return names
 
 
 def save(path: str | Path, export: AttentionExport, dtype=np.float32) -> Path:

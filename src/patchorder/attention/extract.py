@@ -10,9 +10,10 @@ from torch import nn
 
 from patchorder.attention.export import AttentionExport, BlockAttention
 from patchorder.attention.hidden import block_attention
-from patchorder.attention.kernel import DEFAULT_CHUNK_MB, MERGES
+from patchorder.attention.kernel import DEFAULT_CHUNK_MB, MERGES, REDUCES
 
-EXPORT_REDUCES = ("mean_abs", "mean")
+# An export holds channel-reduced matrices: per-channel ones ("none") would not fit in a file.
+EXPORT_REDUCES = tuple(r for r in REDUCES if r != "none")
 
 
 def _pretrained_cfg(model: nn.Module) -> dict:

@@ -21,6 +21,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # One core trains it at about 230 images/s at 64 px (500 at 32 px), so a few thousand images take seconds
     # per epoch; at 64 px its grids are 16x16, 8x8, 4x4 and 2x2, so orderings still differ where most work is.
     "vmamba_micro": dict(depths=(1, 1, 2, 1), dims=32, d_state=1, ssm_ratio=1.0, mlp_ratio=4.0, drop_path_rate=0.0),
+    # CPU-sized, for tasks the scan must carry (experiment=long_range): two stages (grids 16 and 8 at 64 px), four
+    # blocks in the second so blocks within a stage can be compared, d_state 4, one route, and the scan-ready init
+    # (with the official init its scan starts at 1e-4 of the D skip and often never wakes up in minutes).
+    "vmamba_long_range": dict(depths=(2, 4), dims=32, d_state=4, ssm_ratio=1.0, mlp_ratio=4.0, drop_path_rate=0.0,
+                              scan_scheme="single", init="scan_ready"),
     "vmamba_tiny_s1l8": dict(depths=(2, 2, 8, 2), dims=96, d_state=1, ssm_ratio=1.0, mlp_ratio=4.0,
                              drop_path_rate=0.2),
     "vmamba_small_s1l20": dict(depths=(2, 2, 20, 2), dims=96, d_state=1, ssm_ratio=1.0, mlp_ratio=4.0,
@@ -47,6 +52,7 @@ def _cfg(**overrides: Any) -> dict[str, Any]:
 
 default_cfgs = generate_default_cfgs({
     "vmamba_micro": _cfg(input_size=(3, 64, 64), pool_size=(2, 2), crop_pct=1.0),
+    "vmamba_long_range": _cfg(input_size=(3, 64, 64), pool_size=(8, 8), crop_pct=1.0),
     "vmamba_tiny_s1l8": _cfg(),
     "vmamba_small_s1l20": _cfg(),
 })
@@ -74,6 +80,12 @@ def _create(variant: str, pretrained: bool = False, pretrained_path: str | None 
 def vmamba_micro(pretrained: bool = False, **kwargs: Any) -> VMamba:
     """CPU-sized VMamba (dims 32-64-128-256, depths 1-1-2-1) for 32-64 px images."""
     return _create("vmamba_micro", pretrained, **kwargs)
+
+
+@register_model
+def vmamba_long_range(pretrained: bool = False, **kwargs: Any) -> VMamba:
+    """Two-stage CPU-sized VMamba (dims 32-64, depths 2-4, d_state 4, single route) for long-range tasks."""
+    return _create("vmamba_long_range", pretrained, **kwargs)
 
 
 @register_model

@@ -18,6 +18,10 @@ from orderings import SCHEMES, Ordering, resolve
 from patchorder.models.ss2d import SS2D
 
 
+INITS = ("vmamba", "scan_ready")
+SCAN_READY_X_PROJ_GAIN = 8.0
+
+
 class Permute(nn.Module):
     """``x.permute(*dims)`` as a module, to switch between NCHW convolutions and channels-last blocks."""
 
@@ -87,6 +91,11 @@ class VMamba(nn.Module):
             ``(H, W) -> permutation`` or a Hydra ``_target_`` mapping), or a list with one per stage.
         scan_scheme: "cross4" (VMamba's four routes), "bidirectional" or "single".
         scan_backend: selective-scan backend, "auto" picks the fastest available for the tensors' device.
+        init: "vmamba" (official: every linear layer truncated-normal, std 0.02) or "scan_ready" (SS2D's in_proj
+            and out_proj keep nn.Linear's default init, as mamba-ssm's Mamba block does, and x_proj is scaled by
+            8). The scan's mixing term C (sum delta B u) is third order in the activations: under "vmamba" it
+            starts at ~1e-4 of the D skip (scan share, patchorder.attention.scan_usage), under "scan_ready" at
+            ~0.1, so a small model trained for minutes can learn to use its scan (see experiment=long_range).
         depths, dims: blocks per stage and channels (an int doubles per stage, as the official ``dims=96``).
         d_state, ssm_ratio, dt_rank, d_conv, conv_bias: SS2D sizes (official ``ssm_*`` arguments).
         Remaining arguments as in timm models.
@@ -113,6 +122,7 @@ class VMamba(nn.Module):
         ordering: Any = "row_major",
         scan_scheme: str = "cross4",
         scan_backend: str = "auto",
+        init: str = "vmamba",
         **kwargs: Any,
     ):
         super().__init__()
@@ -120,6 +130,8 @@ class VMamba(nn.Module):
             raise TypeError(f"VMamba got unexpected arguments: {', '.join(sorted(kwargs))}")
         if scan_scheme not in SCHEMES:
             raise ValueError(f"unknown scan_scheme {scan_scheme!r}; choose one of {', '.join(SCHEMES)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
         if patch_size < 2 or patch_size % 2:
             raise ValueError(f"patch_size must be an even number >= 2 (a stride-2 conv, then stride patch_size/2), "
                              f"got {patch_size}")
@@ -165,6 +177,12 @@ class VMamba(nn.Module):
             head=nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity(),
         ))
         self.apply(_init_weights)
+        if init == "scan_ready":
+            for op in self.ss2d_blocks():
+                for linear in (op.in_proj, op.out_proj):
+                    linear.reset_parameters()
+                with torch.no_grad():
+                    op.x_proj_weight.mul_(SCAN_READY_X_PROJ_GAIN)
         self._checked_inputs: set[tuple[int, int, torch.device]] = set()
 
     # --- orderings -------------------------------------------------------------------------------------------
@@ -172,6 +190,16 @@ class VMamba(nn.Module):
     def orderings(self) -> list:
         """The ordering used by each stage."""
         return [stage.blocks[0].op.ordering for stage in self.layers]
+
+    def set_ordering(self, ordering: Any) -> None:
+        """Scan with another ordering (one for all stages, or one per stage) from now on; the weights stay.
+
+        This is how a trained model is tested under an ordering it was not trained with.
+        """
+        stage_orderings = _per_stage(ordering, len(self.depths))
+        for op in self.ss2d_blocks():
+            op.set_ordering(stage_orderings[op.stage])
+        self._checked_inputs.clear()
 
     def ss2d_blocks(self) -> list[SS2D]:
         return [m for m in self.modules() if isinstance(m, SS2D)]

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from patchorder.callbacks.eval_export import export_checkpoint_attention, wants_export
 from patchorder.errors import ConfigError
+from patchorder.models import scan_ablation
 from patchorder.training import builders, console, hydra_info
 from patchorder.training.checkpoints import (check_trusted_targets, command_line_targets, hyper_parameters,
                                              read_checkpoint)
@@ -23,11 +24,15 @@ from patchorder.training.module import ClassificationModule, finite_or_none
 from patchorder.training.task import Job, run_job, task_main
 
 SPLITS = ("test", "val")
+ABLATIONS = (None, "scan")
 
 
-def load_module(checkpoint: dict[str, Any], hparams: dict[str, Any], ordering: Any,
+def load_module(checkpoint: dict[str, Any] | str | Path, hparams: dict[str, Any], ordering: Any,
                 use_ema: bool) -> ClassificationModule:
-    """The trained module with ``ordering`` (possibly not the trained one); weights copied from the checkpoint."""
+    """The trained module with ``ordering`` (possibly not the trained one); weights copied from the checkpoint
+    (a loaded one, or a path: read with weights_only=True)."""
+    if not isinstance(checkpoint, dict):
+        checkpoint = read_checkpoint(checkpoint)
     kwargs = {**hparams, "ordering": ordering}
     if not use_ema:
         kwargs["ema"] = None
@@ -52,6 +57,10 @@ def _evaluate(job: Job) -> None:
                           "checkpoints/last.ckpt")
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: choose one of {', '.join(SPLITS)}")
+    ablation = cfg.get("ablation")
+    if ablation not in ABLATIONS:
+        raise ConfigError(f"ablation={ablation!r}: choose scan (every scan replaced by its D skip) or null")
+    results["ablation"] = ablation
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser().resolve()
     results["ckpt_path"] = str(ckpt_path)
     checkpoint = read_checkpoint(ckpt_path)
@@ -87,7 +96,8 @@ def _evaluate(job: Job) -> None:
         results["attention"] = export_checkpoint_attention(module, datamodule, cfg.attention, job.output_dir)
     trainer = job.trainer = builders.build_trainer(cfg, callbacks=[], loggers=[])
     loader = datamodule.val_dataloader() if cfg.split == "val" else datamodule.test_dataloader()
-    trainer.test(module, dataloaders=loader, verbose=False)
+    with scan_ablation(module, enabled=ablation == "scan"):
+        trainer.test(module, dataloaders=loader, verbose=False)
     metrics = {k.split("/", 1)[1]: finite_or_none(v) for k, v in trainer.callback_metrics.items()
                if k.startswith("test/")}
     results.update({"metrics": metrics, "num_images": len(loader.dataset), "data": datamodule.describe()})
@@ -98,7 +108,8 @@ def summary_rows(results: dict[str, Any]) -> dict[str, Any]:
     return {
         "error": results.get("error"), "checkpoint": results.get("ckpt_path"),
         "trained ordering": results.get("trained_ordering"), "evaluated ordering": results.get("ordering"),
-        "split": results.get("split"), "acc1": metrics.get("acc1"), "acc5": metrics.get("acc5"),
+        "split": results.get("split"), "ablation": results.get("ablation"),
+        "acc1": metrics.get("acc1"), "acc5": metrics.get("acc5"),
         "loss": metrics.get("loss"),
     }
 
