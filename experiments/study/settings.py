@@ -266,7 +266,7 @@ def check_overrides(plan: Plan) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from patchorder.training.config import register_resolvers, validate_train_config
-    from patchorder.training.errors import ConfigError
+    from patchorder.errors import ConfigError
 
     def job_overrides(overrides: list[str]) -> list[str]:  # launcher settings are checked when Hydra launches
         return [o for o in overrides if not o.lstrip("+~").startswith("hydra")]

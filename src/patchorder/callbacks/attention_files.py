@@ -33,7 +33,7 @@ from patchorder.attention.kernel import MERGES
 from patchorder.attention.metrics import is_number, scalar_metrics
 from patchorder.attention.scan_usage import MODEL_COLUMNS, scan_usage
 from patchorder.callbacks import render
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 PATCH_COLUMNS = ["stage", "block", "patch", "row", "col", "seq_pos", "x", "y", "method"]
 BLOCK_COLUMNS = ["stage", "block", "image", "label", "class_name", "x", "y", "method"]
@@ -140,10 +140,8 @@ def check_selection(model: nn.Module, options: AttentionOptions, image_size: Seq
     if missing:
         raise ConfigError(f"attention blocks {missing} exist in none of the chosen stages; the model has "
                           f"(stage, block) {present}")
-    info = getattr(model, "feature_info", None)
-    if info:  # timm's feature_info: stage 0's reduction is the patch size
-        reduction = info[0]["reduction"]
-        grid0 = (int(image_size[0]) // reduction, int(image_size[1]) // reduction)
+    if hasattr(model, "stage_grids"):
+        grid0 = model.stage_grids(int(image_size[0]), int(image_size[1]))[0]
         try:
             render.resolve_queries(options.query_patches, grid0)
         except ValueError as error:
@@ -196,9 +194,16 @@ class RenderedAttention:
 
 
 def _stage0_grid(export: AttentionExport) -> tuple[int, int]:
-    """Stage 0's grid, from any block (VMamba halves the grid per stage)."""
-    b = min(export.blocks, key=lambda x: x.stage)
-    return b.grid[0] * 2**b.stage, b.grid[1] * 2**b.stage
+    """Stage 0's grid: as the model said it when the export was made (``extract_attention`` records it), else
+    the grid of an exported stage-0 block (an export put together by hand)."""
+    grids = export.extra.get("stage_grids")
+    if grids:
+        return int(grids[0][0]), int(grids[0][1])
+    stage0 = [b for b in export.blocks if b.stage == 0]
+    if not stage0:
+        raise ValueError("this attention export records no stage_grids and has no stage-0 block: the query patches "
+                         "cannot be placed; export it again with extract_attention")
+    return tuple(stage0[0].grid)
 
 
 def render_attention(export: AttentionExport, options: AttentionOptions) -> RenderedAttention:
