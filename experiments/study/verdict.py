@@ -28,8 +28,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from scipy import stats
 
+from patchorder.attention.scan_usage import MODEL_COLUMNS as SCAN_USAGE  # per run: scan_share_mean, logit_change, ...
+
 ATTENTION_METRICS = ("distance", "neighbour_mass_r1", "coherence")  # the metrics whose ordering effect is tested
-SCAN_USAGE = ("scan_share_mean", "swap_change_mean", "logit_change", "prediction_agreement")  # per run
 BLOCK_METRIC = "distance_relative"  # compared between the blocks of a stage (scale-free across stages)
 YES, NO, UNKNOWN = "yes", "no", "cannot tell"
 
@@ -118,8 +119,8 @@ def repeated_measures_anova(columns: list[list[float]]) -> float:
 def treatment_effect(values: Values, treatments: list, seeds: list[int], confidence: float) -> dict[str, Any]:
     """Do the treatments (orderings, or the blocks of a stage) differ? Per treatment the interval over seeds; each
     against the first by ttest_rel (Bonferroni over the comparisons); the omnibus test over the seeds complete
-    for all of them: the repeated-measures ANOVA (and Friedman beside it for >= 3 treatments). The effect size is the largest
-    mean paired difference from the first treatment (by absolute value), with its interval."""
+    for all of them: the repeated-measures ANOVA (and Friedman beside it for >= 3 treatments). The effect size is
+    the largest mean paired difference from the first treatment (by absolute value), with its interval."""
     by_treatment = {t: {s: values[(t, s)] for s in seeds if _finite(values.get((t, s)))} for t in treatments}
     present = [t for t in treatments if by_treatment[t]]
     means = {str(t): interval(by_treatment[t].values(), confidence) for t in treatments}
@@ -401,12 +402,12 @@ def estimate(cell: dict[str, Any], confidence: float, points: bool = False) -> s
 
 
 def level(cell: dict[str, Any], confidence: float) -> str:
-    """A level, not a difference: ``0.83 (95% CI 0.80 to 0.86)``."""
+    """A level, not a difference: ``0.83 (95% CI 0.8 to 0.86)``; 3 significant digits (scan shares can be 1e-5)."""
     if cell.get("mean") is None:
         return "not measured"
-    text = f"{cell['mean']:.3f}"
+    text = f"{cell['mean']:.3g}"
     if cell.get("low") is not None:
-        text += f" ({100 * confidence:g}% CI {cell['low']:.3f} to {cell['high']:.3f})"
+        text += f" ({100 * confidence:g}% CI {cell['low']:.3g} to {cell['high']:.3g})"
     return text
 
 
@@ -492,7 +493,8 @@ def markdown(verdicts: dict[str, dict[str, Any]]) -> list[str]:
         lines += [f"Answers at significance level {s['alpha']:g}, with {100 * s['confidence']:g}% t intervals over "
                   "seeds. Orderings are compared paired by seed (repeated-measures ANOVA across all of them, Friedman "
                   "beside it for >= 3; each ordering against the first by paired t-test, Bonferroni); model-wide "
-                  "numbers average each seed's runs over the orderings first. Scan use is too small for the ordering to matter when the "
+                  "numbers average each seed's runs over the orderings first. Scan use is too small for the "
+                  "ordering to matter when the "
                   f"scan-ablation drop is below {100 * s['min_scan_drop']:g} pts and the cross-table drop below "
                   f"{100 * s['min_cross_drop']:g} pts of top-1 (report.verdict.*).", ""]
     for name, verdict in verdicts.items():
