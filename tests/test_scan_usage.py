@@ -131,3 +131,15 @@ def test_swap_to_itself_and_ablated_scans_change_nothing():
     assert all(row["swap_change"] < 1e-12 and row["scan_share"] == 0.0 for row in ablated["blocks"])
     assert ablated["logit_change"] < 1e-12
     assert scan_usage(model, x, swap="random")["swap_change_mean"] > 1e-3
+
+
+def test_scan_ready_init_starts_the_scan_mixing_where_the_official_init_does_not():
+    x = images(2, 64).float()
+    shares = {}
+    for init in ("vmamba", "scan_ready"):
+        torch.manual_seed(0)
+        model = VMamba(depths=(2, 4), dims=32, d_state=4, num_classes=4, scan_scheme="single", init=init).eval()
+        shares[init] = scan_usage(model, x)["scan_share_mean"]
+    assert shares["vmamba"] < 1e-3 < 0.05 < shares["scan_ready"]
+    with pytest.raises(ValueError, match="unknown init"):
+        VMamba(depths=(1,), dims=8, init="xavier")

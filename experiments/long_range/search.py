@@ -33,10 +33,10 @@ BASE = dict(
 
 
 def candidate(spec: str) -> dict:
-    """``name:key=value,key=value`` with dotted keys into BASE, e.g. ``a:model.d_state=4,epochs=10``."""
+    """``name:key=value;key=value`` with dotted keys into BASE, e.g. ``a:model.d_state=4;model.depths=[2,4]``."""
     name, _, assignments = spec.partition(":")
     setting = json.loads(json.dumps(BASE))
-    for assignment in filter(None, assignments.split(",")):
+    for assignment in filter(None, assignments.split(";")):
         key, value = assignment.split("=")
         *path, leaf = key.split(".")
         target = setting
@@ -72,7 +72,19 @@ def run(setting: dict, seed: int = 0) -> dict:
     mean, std = x_train.mean((0, 2, 3), keepdim=True), x_train.std((0, 2, 3), keepdim=True)
     x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
     num_classes = int(y_train.max()) + 1
-    model = VMamba(num_classes=num_classes, ordering="row_major", scan_backend="torch", **setting["model"])
+    model_args = dict(setting["model"])
+    # The probes that led to init="scan_ready" (= "mamba" with xproj_scale 8): "mamba" resets SS2D's in_proj and
+    # out_proj to nn.Linear's default init; xproj_scale multiplies x_proj.
+    probe_mamba = model_args.get("init") == "mamba"
+    if probe_mamba:
+        model_args["init"] = "vmamba"
+    model = VMamba(num_classes=num_classes, ordering="row_major", scan_backend="torch", **model_args)
+    with torch.no_grad():
+        for op in model.ss2d_blocks():
+            if probe_mamba:
+                op.in_proj.reset_parameters()
+                op.out_proj.reset_parameters()
+            op.x_proj_weight.mul_(setting.get("xproj_scale", 1.0))
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not getattr(p, "_no_weight_decay", False)]
     rest = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not getattr(p, "_no_weight_decay", False))]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": setting["weight_decay"]},
@@ -122,10 +134,11 @@ def main() -> None:
     parser.add_argument("names", nargs="+")
     parser.add_argument("--out", default="search.jsonl")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="model initialisation and batch order (not the data)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.names:
-        result = run(candidate(name))
+        result = run(candidate(name), seed=args.seed)
         print(json.dumps({k: v for k, v in result.items() if k != "setting"}), flush=True)
         with open(args.out, "a") as f:
             f.write(json.dumps(result) + "\n")

@@ -3,14 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from patchorder.attention.metrics import scalar_metrics
 from study.verdict import markdown as verdict_lines
-
-METRICS = {
-    "distance": "Attention distance (patches, attention-weighted mean query-key distance on the grid)",
-    "distance_relative": "Relative distance (attention distance / mean distance under uniform attention)",
-    "neighbour_mass_r1": "Neighbour mass (share of each row's attention on the query's 3x3 neighbourhood)",
-    "coherence": "Sequence coherence (Spearman: distance in the scan vs dissimilarity of attention rows)",
-}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -145,10 +139,10 @@ def attention_section(group: dict[str, Any], orderings: list[str]) -> list[str]:
         + (" (one seed)." if one_seed(group) else ", then mean ± std over seeds."),
         "", image(figs, "paths", "orderings' paths on the stage-0 grid"), "",
     ]
-    for metric, title in METRICS.items():
-        rows = [[o] + [fmt_spread(stages["by_ordering"][o][str(s)][metric]) for s in stages["stages"]]
+    for metric in scalar_metrics():
+        rows = [[o] + [fmt_spread(stages["by_ordering"][o][str(s)][metric.name]) for s in stages["stages"]]
                 for o in orderings]
-        lines += [f"**{title}**", "", table(["ordering", *_stage_header(stages)], rows), ""]
+        lines += [f"**{metric.description}**", "", table(["ordering", *_stage_header(stages)], rows), ""]
     lines += [image(figs, "attention_metrics", "attention metrics per stage"), ""]
 
     within = att["within_stage_similarity"]

@@ -21,6 +21,11 @@ from patchorder.models.records import SSMRecord
 from patchorder.ops import selective_scan
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors in float32; float32 and float64 (the oracles' precision) as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def cross_scan(x: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
     """(B, D, L) raster-order features -> (B, K, D, L): route k visits raster index routes[k, s] at position s."""
     batch, channels, length = x.shape
@@ -157,8 +162,12 @@ class SS2D(nn.Module):
         if self.scan_ablated:
             ys = u * D_skip[None, :, None].to(u.dtype)
         else:
-            ys = selective_scan(u, delta, A, Bs, Cs, D_skip, delta_bias, delta_softplus=True,
-                                backend=self.scan_backend)
+            # The scan runs in float32 under any autocast: in half precision its long products of decays lose the
+            # state (VMamba users report NaN losses). Its inputs come from bf16/fp16 matmuls under autocast.
+            with torch.autocast(x.device.type, enabled=False):
+                ys = selective_scan(_at_least_float32(u), _at_least_float32(delta), A, _at_least_float32(Bs),
+                                    _at_least_float32(Cs), D_skip, delta_bias, delta_softplus=True,
+                                    backend=self.scan_backend)
 
         if self.capture_sink is not None:
             self._record(routes, (height, width), u, delta, delta_bias, A, Bs, Cs, D_skip, ys)
