@@ -3,12 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-METRICS = {
-    "distance": "Attention distance (patches, attention-weighted mean query-key distance on the grid)",
-    "distance_relative": "Relative distance (attention distance / mean distance under uniform attention)",
-    "neighbour_mass_r1": "Neighbour mass (share of each row's attention on the query's 3x3 neighbourhood)",
-    "coherence": "Sequence coherence (Spearman: distance in the scan vs dissimilarity of attention rows)",
-}
+from patchorder.attention.metrics import scalar_metrics
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -135,10 +130,10 @@ def attention_section(group: dict[str, Any], orderings: list[str]) -> list[str]:
         "(metrics_table) are in study.json; below, each run's stage mean (stage_summary), then mean ± std over seeds.",
         "", image(figs, "paths", "orderings' paths on the stage-0 grid"), "",
     ]
-    for metric, title in METRICS.items():
-        rows = [[o] + [fmt_spread(stages["by_ordering"][o][str(s)][metric]) for s in stages["stages"]]
+    for metric in scalar_metrics():
+        rows = [[o] + [fmt_spread(stages["by_ordering"][o][str(s)][metric.name]) for s in stages["stages"]]
                 for o in orderings]
-        lines += [f"**{title}**", "", table(["ordering", *_stage_header(stages)], rows), ""]
+        lines += [f"**{metric.description}**", "", table(["ordering", *_stage_header(stages)], rows), ""]
     lines += [image(figs, "attention_metrics", "attention metrics per stage"), ""]
 
     within = att["within_stage_similarity"]

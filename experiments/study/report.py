@@ -57,11 +57,12 @@ def describe(runs: list[Run], group: Group) -> dict[str, Any]:
 
 
 def stage0_grid(exports: dict, runs: list[Run]) -> tuple[int, int] | None:
+    """Stage 0's grid as the model said it: recorded in its attention export, else in the run's results.json."""
     for export in exports.values():
-        block = min(export.blocks, key=lambda b: b.stage)
-        return block.grid[0] * 2 ** block.stage, block.grid[1] * 2 ** block.stage
-    size = next(((r.results.get("data") or {}).get("image_size") for r in runs if r.ok), None)
-    return (size[0] // 4, size[1] // 4) if size else None
+        if export.extra.get("stage_grids"):
+            return tuple(export.extra["stage_grids"][0])
+    grids = next((r.results.get("stage_grids") for r in runs if r.ok and r.results.get("stage_grids")), None)
+    return tuple(grids[0]) if grids else None
 
 
 def explorers(plan: Plan, group: Group, runs: list[Run]) -> dict[str, Any]:

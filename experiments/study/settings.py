@@ -17,13 +17,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from patchorder.attention.embedding import METHODS
+
 REPO = Path(__file__).resolve().parents[2]
 STUDY_CONF = REPO / "experiments" / "conf"
 TRAIN_CONF = REPO / "conf"
 PLAN_FILE = "study_plan.json"
 FORMAT = "patchorder.study/1"
 CHECKPOINTS = ("best", "last")
-EXPLORER_METHODS = ("pca", "tsne", "umap")
+EXPLORER_METHODS = METHODS  # the explorer computes every embedding method patchorder has
 # Training keys the study sets itself, and the study key to use instead.
 RESERVED = {
     "ordering": "orderings=[row_major,spiral]",
@@ -264,7 +266,7 @@ def check_overrides(plan: Plan) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from patchorder.training.config import register_resolvers, validate_train_config
-    from patchorder.training.errors import ConfigError
+    from patchorder.errors import ConfigError
 
     def job_overrides(overrides: list[str]) -> list[str]:  # launcher settings are checked when Hydra launches
         return [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
