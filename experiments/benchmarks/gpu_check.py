@@ -40,7 +40,7 @@ PARTS = {
     "inference": 30,
     "attention_block": 30,
     "micro_training": 70,
-    "cuda_tests": 90,
+    "cuda_tests": 120,
     "train_compiled": 120,
 }
 TARGETS = {"triton_vs_torch_L3136_fwd_bwd": 10.0, "train_images_per_s": 571.0}
