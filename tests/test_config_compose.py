@@ -64,7 +64,7 @@ def micro_grids(size: int = 32) -> list[tuple[int, int]]:
     return model_geometry(train_cfg().model).stage_grids(size, size)
 
 
-@pytest.mark.parametrize("name", [n for n in options("ordering") if n != "per_stage"])
+@pytest.mark.parametrize("name", options("ordering"))
 def test_ordering_options_build_the_registered_permutation(name):
     cfg = train_cfg(f"ordering={name}")
     ordering = build_ordering(cfg.ordering, micro_grids())

@@ -61,21 +61,21 @@ def test_patch_8_grids_in_the_config_checks():
 
 
 def test_per_stage_orderings_from_the_config():
-    cfg = train_cfg("ordering=per_stage", "ordering.stages=[row_major,spiral,morton,{name:random,seed:3}]")
+    cfg = train_cfg("~ordering.name", "+ordering.stages=[row_major,spiral,morton,{name:random,seed:3}]")
     validate_train_config(cfg)
     assert ordering_label(cfg.ordering) == "row_major+spiral+morton+random"
     model = create_model(OmegaConf.to_container(cfg.model), cfg.ordering, num_classes=10)
     assert [o.name for o in model.orderings] == ["row_major", "spiral", "morton", "random"]
     assert model.orderings[3].seed == 3
     with pytest.raises(ConfigError, match="has 2 entries but the model has 4 stages"):
-        validate_train_config(train_cfg("ordering=per_stage", "ordering.stages=[row_major,spiral]"))
+        validate_train_config(train_cfg("~ordering.name", "+ordering.stages=[row_major,spiral]"))
 
 
 def test_a_list_of_ordering_options_on_the_command_line_is_refused():
     override = "ordering=[row_major,spiral]"
     cfg = train_cfg(override)  # Hydra merges both files: the last one wins, silently
     assert cfg.ordering.name == "spiral"
-    with pytest.raises(ConfigError, match=r"ordering=per_stage ordering.stages=\[row_major,spiral\]"):
+    with pytest.raises(ConfigError, match=r"~ordering.name \+ordering.stages=\[row_major,spiral\]"):
         validate_train_config(cfg, overrides=[override])
 
 

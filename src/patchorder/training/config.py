@@ -128,7 +128,7 @@ def _ordering_error(plain: Any, error: Exception) -> ConfigError:
     return ConfigError(
         f"ordering {plain!r} cannot be used: {error}\n"
         f"Built-in ordering configs: {', '.join(available_ordering_configs())} (ordering=<name>, or one per stage: "
-        f"ordering=per_stage ordering.stages=[row_major,spiral,...]); registered orderings: "
+        f"~ordering.name +ordering.stages=[row_major,spiral,...]); registered orderings: "
         f"{', '.join(orderings.available())}. Select your own orderings.Ordering subclass with a "
         f"conf/ordering/<name>.yaml holding `_target_: my_module.MyOrdering`, or on the command line with "
         f"~ordering.name +ordering._target_=my_module.MyOrdering (my_module importable)."
@@ -237,7 +237,7 @@ def check_no_ordering_list_override(overrides: list[str]) -> None:
             names = ",".join(map(str, override.value()))
             raise ConfigError(
                 f"ordering=[{names}] would merge those ordering configs into one. For one ordering per stage use "
-                f"ordering=per_stage ordering.stages=[{names}]"
+                f"~ordering.name +ordering.stages=[{names}] (or a conf/ordering/<name>.yaml holding stages: [...])"
             )
 
 
