@@ -31,12 +31,12 @@ def train_cfg(*overrides: str, hydra: bool = False):
 
 
 def test_every_group_has_its_options():
-    assert options("model") == ["vmamba_micro", "vmamba_small_s1l20", "vmamba_tiny_s1l8"]
+    assert options("model") == ["vmamba_long_range", "vmamba_micro", "vmamba_small_s1l20", "vmamba_tiny_s1l8"]
     assert {"row_major", "column_major", "diagonal", "morton", "spiral", "hilbert", "snake", "random"} <= set(
         options("ordering"))
     assert options("trainer") == ["cpu", "ddp", "ddp_cpu", "default", "gpu"]
     assert options("logger") == ["csv", "default", "none", "wandb"]
-    assert options("experiment") == ["paper", "quick"]
+    assert options("experiment") == ["long_range", "paper", "quick"]
     assert {"digits", "shapes", "imagenet_subset"} <= set(options("data"))
 
 
