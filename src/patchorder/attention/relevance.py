@@ -52,17 +52,51 @@ def relevance_views(model: nn.Module, images: torch.Tensor, target=None, steps: 
 
 
 def write_relevance(model: nn.Module, images: torch.Tensor, out_dir: str | Path, tag: str, labels=None,
-                    display: np.ndarray | None = None, steps: int | None = 16) -> dict[str, str]:
-    """Write <tag>_relevance.npz (maps, curves, ERFs, display images, labels) and <tag>_relevance.json."""
+                    display: np.ndarray | None = None, steps: int | None = 16,
+                    summary_out: dict | None = None) -> dict[str, str]:
+    """Write <tag>_relevance.npz (maps, curves, ERFs, display images, labels) and <tag>_relevance.json.
+
+    ``summary_out``, when given, receives the summary (and the maps, under "maps") for logging."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays, summary = relevance_views(model, images, steps=steps)
     if display is not None:
-        arrays["images"] = display
+        arrays["images"] = np.asarray(display)
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
     npz = out_dir / f"{tag}_relevance.npz"
     np.savez_compressed(npz, **arrays)
     js = out_dir / f"{tag}_relevance.json"
     js.write_text(json.dumps(summary, indent=2))
+    if summary_out is not None:
+        summary_out.update(summary, maps={k[4:]: v for k, v in arrays.items() if k.startswith("map_")})
     return {"relevance_npz": str(npz), "relevance_json": str(js)}
+
+
+def overlay(image: np.ndarray, relevance: np.ndarray, cmap: str = "inferno", alpha: float = 0.6) -> np.ndarray:
+    """uint8 (H, W, 3) picture: ``relevance`` (h, w; linear scale, divided by its maximum) colour-mapped, enlarged
+    to the image (each cell a block of pixels) and blended over it with weight ``alpha``."""
+    from matplotlib import colormaps
+
+    H, W = image.shape[:2]
+    h, w = relevance.shape
+    if H % h or W % w:
+        raise ValueError(f"relevance grid {h}x{w} does not tile the {H}x{W} image")
+    top = float(relevance.max())
+    unit = relevance / top if top > 0 else np.zeros_like(relevance)
+    colours = colormaps[cmap](np.clip(unit, 0, 1))[..., :3]
+    colours = colours.repeat(H // h, 0).repeat(W // w, 1)
+    blended = (1 - alpha) * image.astype(np.float64) / 255 + alpha * colours
+    return (blended * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def scalars(summary: dict[str, Any], prefix: str = "attention") -> dict[str, float]:
+    """Loggable numbers of a :func:`relevance_views` summary: AUCs per map and the ERF areas per stage."""
+    out = {}
+    for row in summary["faithfulness"]:
+        for key in ("deletion_auc", "insertion_auc"):
+            out[f"{prefix}/faithfulness/{row['map']}/{key}"] = row[key]
+    for row in summary["erf"]:
+        for key in ("area_50", "area_90"):
+            out[f"{prefix}/erf/stage{row['stage']}/{key}"] = row[key]
+    return out
