@@ -264,3 +264,11 @@ def test_deletion_of_the_key_patch_first_drops_the_curve_at_the_first_step(one_p
     reverse = deletion_insertion(model, images, -maps, baseline=torch.zeros(3), steps=None)
     np.testing.assert_allclose(reverse.deletion[:, :-1], reverse.deletion[:, :1].repeat(64, 1), atol=1e-5)
     assert (curves.deletion_auc < reverse.deletion_auc - 0.3).all()
+
+
+def test_row_normalisation_keeps_an_empty_row_on_its_own_patch():
+    from patchorder.attention.rollout import row_normalised
+
+    attn = torch.tensor([[[1.0, 3.0, 0.0], [0.0, 0.0, 0.0], [2.0, 2.0, 4.0]]])
+    expected = torch.tensor([[[0.25, 0.75, 0.0], [0.0, 1.0, 0.0], [0.25, 0.25, 0.5]]])
+    torch.testing.assert_close(row_normalised(attn.clone()), expected)

@@ -16,8 +16,10 @@ from patchorder.attention.erf import effective_receptive_field
 from patchorder.attention.extract import extract_attention, images_to_uint8
 from patchorder.attention.faithfulness import (
     FaithfulnessCurves, channel_mean, compare_maps, deletion_insertion, faithfulness_table, input_gradient, random_map,
+    relevance_maps,
 )
 from patchorder.attention.hidden import block_attention, hidden_attention
+from patchorder.attention.relevance import relevance_views, write_relevance
 from patchorder.attention.rollout import RelevanceMaps, rollout
 from patchorder.attention.metrics import (
     METRICS, Metric, attention_distance, block_similarity_matrix, compare_exports, distance_map, matrix_similarity,
@@ -33,5 +35,5 @@ __all__ = [
     "Embedding", "block_embeddings", "patch_embeddings",
     "RelevanceMaps", "rollout", "attribution", "gradient_weighted_attention", "effective_receptive_field",
     "FaithfulnessCurves", "deletion_insertion", "compare_maps", "faithfulness_table", "input_gradient",
-    "random_map", "channel_mean",
+    "random_map", "channel_mean", "relevance_maps", "relevance_views", "write_relevance",
 ]

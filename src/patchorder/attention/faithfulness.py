@@ -152,21 +152,29 @@ def random_map(n: int, grid, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, *grid, generator=torch.Generator().manual_seed(seed))
 
 
-def compare_maps(model: nn.Module, images: torch.Tensor, baseline, target=None, steps: int | None = 16,
-                 seed: int = 0, residual: float = 0.5) -> dict[str, FaithfulnessCurves]:
-    """Deletion/insertion curves of the rollout, attribution, input-gradient and random maps, one model and batch.
-
-    The target is each image's predicted class unless given (the same for every map)."""
+def relevance_maps(model: nn.Module, images: torch.Tensor, target=None, seed: int = 0,
+                   residual: float = 0.5) -> dict[str, torch.Tensor]:
+    """The four maps compared, each (N, h, w) on the stage-0 grid: rollout, attribution, input_gradient, random."""
     from patchorder.attention.attribution import attribution
     from patchorder.attention.rollout import rollout
 
     roll = rollout(model, images, residual=residual)
-    maps = {
+    return {
         "rollout": roll.pooled,
         "attribution": attribution(model, images, target=target, residual=residual).pooled,
         "input_gradient": input_gradient(model, images, roll.grid, target=target),
         "random": random_map(len(images), roll.grid, seed),
     }
+
+
+def compare_maps(model: nn.Module, images: torch.Tensor, baseline, target=None, steps: int | None = 16,
+                 seed: int = 0, residual: float = 0.5,
+                 maps: dict[str, torch.Tensor] | None = None) -> dict[str, FaithfulnessCurves]:
+    """Deletion/insertion curves of ``maps`` (default: :func:`relevance_maps`), one model and batch.
+
+    The target is each image's predicted class unless given (the same for every map)."""
+    if maps is None:
+        maps = relevance_maps(model, images, target=target, seed=seed, residual=residual)
     return {name: deletion_insertion(model, images, m, baseline, target=target, steps=steps)
             for name, m in maps.items()}
 

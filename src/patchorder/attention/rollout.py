@@ -82,10 +82,12 @@ def coarse_to_fine(rows: torch.Tensor, coarse: Sequence[int], fine: Sequence[int
 
 
 def row_normalised(attn: torch.Tensor) -> torch.Tensor:
-    """(N, L, L) non-negative -> rows summing to 1; an all-zero row becomes that query's identity row."""
+    """(N, L, L) non-negative -> rows summing to 1 (in place); an all-zero row becomes that query's identity row."""
     sums = attn.sum(-1, keepdim=True)
-    eye = torch.eye(attn.shape[-1], dtype=attn.dtype, device=attn.device)
-    return torch.where(sums > 0, attn / sums.clamp_min(torch.finfo(attn.dtype).tiny), eye)
+    attn.div_(sums.clamp_min(torch.finfo(attn.dtype).tiny))
+    image, query = (sums[..., 0] <= 0).nonzero(as_tuple=True)
+    attn[image, query, query] = 1.0
+    return attn
 
 
 def propagate(records: list, operator: Callable, residual: float) -> RelevanceMaps:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 
 from patchorder.attention import load
 from patchorder.callbacks import common, wandb_media
@@ -32,13 +33,18 @@ class AttentionLogger(L.Callback):
         every_n_epochs: also log after every N-th training epoch (0 or None: only at the end of fit).
         report: write the HTML explorer next to attention_final.npz (and log it to W&B when present).
         dirpath: where the files go; None: <run dir>/attention.
+        attribution: at the end of fit also write attention_final_relevance.npz/.json (rollout, attribution,
+            input-gradient and random maps, their deletion/insertion AUCs, the ERF of every stage), log the AUCs
+            and ERF areas as scalars and, with W&B, the maps as overlays on the probe images
+            (``attention/relevance/<map>``).
         **options: :class:`~patchorder.callbacks.attention_files.AttentionOptions` (stages, blocks,
             num_images, query_patches, per_image_matrices, embeddings, methods, cmap, scale, ...).
     """
 
     def __init__(self, every_n_epochs: int | None = 2, report: bool = True, dirpath: str | Path | None = None,
-                 **options: Any) -> None:
+                 attribution: bool = False, **options: Any) -> None:
         self.every_n_epochs = common.every_n(every_n_epochs, "every_n_epochs")
+        self.attribution = bool(attribution)
         self.report = bool(report)
         self.dirpath = dirpath
         self.options = make_options(options, "AttentionLogger")
@@ -93,7 +99,30 @@ class AttentionLogger(L.Callback):
         run = common.wandb_run(trainer)
         if run is not None:
             wandb_media.log_attention(run, written.rendered, written.paths, step, tag, PREFIX, media=not repeat)
+        if final and self.attribution:
+            self._log_relevance(trainer, pl_module, tag, step)
         written.seconds = time.perf_counter() - started
         self._last = (step, written.paths["npz"])
         self.written.append(written)
         return written
+
+    def _log_relevance(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str, step: int) -> None:
+        """Whole-model relevance views on the probe batch: files, scalars to every logger, W&B overlays."""
+        from patchorder.attention.relevance import overlay, scalars, write_relevance
+
+        images, labels = self._probe
+        display = np.asarray(trainer.datamodule.to_display(images))
+        summary: dict = {}
+        write_relevance(common.eval_network(pl_module), images, common.output_dir(trainer, self.dirpath, PREFIX),
+                        tag, labels=labels.tolist(), display=display, summary_out=summary)
+        numbers = scalars(summary, PREFIX)
+        for logger in common.other_loggers(trainer):
+            logger.log_metrics(numbers, step=step)
+        run = common.wandb_run(trainer)
+        if run is not None:
+            import wandb
+
+            pictures = {f"{PREFIX}/relevance/{name}": [
+                wandb.Image(overlay(display[i], maps[i]), caption=f"image {i}, label {int(labels[i])}")
+                for i in range(len(display))] for name, maps in summary["maps"].items()}
+            run.log({**numbers, **pictures, wandb_media.STEP_KEY: step})

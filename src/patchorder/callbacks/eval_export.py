@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from patchorder.attention.relevance import write_relevance
 from patchorder.callbacks import common
 from patchorder.callbacks.attention_files import (
     check_selection, make_options, paths_as_strings, probe_export, write_attention_artifacts,
@@ -21,8 +22,10 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def wants_export(attention_cfg: DictConfig | dict | None) -> bool:
-    """attention.export=true, or attention.report=true (the explorer is built from the export)."""
-    return bool(attention_cfg) and bool(attention_cfg.get("export") or attention_cfg.get("report"))
+    """attention.export=true, attention.report=true (the explorer is built from the export) or
+    attention.attribution=true (whole-model relevance maps, ERFs and faithfulness)."""
+    return bool(attention_cfg) and bool(attention_cfg.get("export") or attention_cfg.get("report")
+                                        or attention_cfg.get("attribution"))
 
 
 def export_checkpoint_attention(module: L.LightningModule, datamodule: Any, attention_cfg: DictConfig | dict,
@@ -42,8 +45,13 @@ def _export(module: L.LightningModule, datamodule: Any, attention_cfg: DictConfi
     started = time.perf_counter()
     settings = OmegaConf.to_container(attention_cfg, resolve=True) if isinstance(attention_cfg, DictConfig) \
         else dict(attention_cfg)
-    settings.pop("export", None)
+    export = bool(settings.pop("export", False))
     report = bool(settings.pop("report", False))
+    attribution = bool(settings.pop("attribution", False))
+    attribution_steps = settings.pop("attribution_steps", 16)
+    if attribution_steps is not None and (not isinstance(attribution_steps, int) or attribution_steps < 1):
+        raise ConfigError(f"attention.attribution_steps={attribution_steps!r}: a positive integer (points per "
+                          f"deletion/insertion curve) or null (one per stage-0 patch)")
     dirpath = settings.pop("dirpath", None)
     device = settings.pop("device", "auto")
     if device not in DEVICES:
@@ -58,12 +66,18 @@ def _export(module: L.LightningModule, datamodule: Any, attention_cfg: DictConfi
     target = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     home = next(model.parameters()).device
     model.to(target)
+    out_dir = Path(dirpath) if dirpath else Path(output_dir) / "attention"
+    paths: dict[str, Any] = {}
     try:
-        export = probe_export(model, images, labels, datamodule, options)
+        if export or report:
+            exported = probe_export(model, images, labels, datamodule, options)
+            extract_seconds = time.perf_counter() - started
+            written = write_attention_artifacts(exported, out_dir, TAG, options, report=report,
+                                                meta={"extract_seconds": round(extract_seconds, 3)})
+            paths.update(paths_as_strings(written.paths))
+        if attribution:  # rollout, attribution, input-gradient and random maps, their faithfulness, ERFs
+            paths.update(write_relevance(model, images, out_dir, TAG, labels=labels.tolist(),
+                                         display=datamodule.to_display(images), steps=attribution_steps))
     finally:
         model.to(home)
-    extract_seconds = time.perf_counter() - started
-    out_dir = Path(dirpath) if dirpath else Path(output_dir) / "attention"
-    written = write_attention_artifacts(export, out_dir, TAG, options, report=report,
-                                        meta={"extract_seconds": round(extract_seconds, 3)})
-    return {**paths_as_strings(written.paths), "seconds": round(time.perf_counter() - started, 3)}
+    return {**paths, "seconds": round(time.perf_counter() - started, 3)}
