@@ -11,7 +11,7 @@ import pkgutil
 
 from orderings.base import FunctionOrdering, Ordering, OrderingError, validate
 from orderings.registry import available, get, register, resolve
-from orderings.routes import ROUTE_NAMES, SCHEMES, route_names, routes, transposed
+from orderings.routes import ROUTE_NAMES, SCHEMES, route_names, route_tables, routes, transposed
 
 # Command-line tools, not orderings: `python -m orderings.show` imports matplotlib, which a training run never needs.
 _TOOLS = {"show"}
@@ -23,5 +23,5 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "Ordering", "FunctionOrdering", "OrderingError", "validate",
     "available", "get", "register", "resolve",
-    "SCHEMES", "ROUTE_NAMES", "route_names", "routes", "transposed",
+    "SCHEMES", "ROUTE_NAMES", "route_names", "route_tables", "routes", "transposed",
 ]
