@@ -161,7 +161,7 @@ def _name_list(value: Any, key: str, group: str) -> list[str]:
         raise StudyError(f"{key} lists {duplicates} more than once")
     unknown = [n for n in names if n not in config_names(group)]
     if unknown:
-        raise StudyError(f"{key}: {unknown} not found in conf/{group}/; available: {', '.join(config_names(group))}. "
+        raise StudyError(f"{key}: {unknown} not found in conf/{group}/; available: {', '.join(config_names(group))}. " +
                          (f"Add your own as conf/{group}/<name>.yaml" if group != "ordering" else
                           "Add your own as a module in orderings/ (@orderings.register), or as "
                           "conf/ordering/<name>.yaml holding _target_: my_module.MyOrdering"))
