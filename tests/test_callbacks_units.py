@@ -23,7 +23,7 @@ from patchorder.callbacks.attention_files import (
 )
 from patchorder.callbacks.embedding import pooled_features
 from patchorder.callbacks.wandb_media import attention_payload, log_attention
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 VIRIDIS_0, VIRIDIS_1 = (68, 1, 84), (253, 231, 37)  # matplotlib's viridis end points (published values)
 

@@ -172,6 +172,7 @@ class BlockView:
     block: BlockAttention
     previous: BlockView | None  # the block before it in the same stage, None for a stage's first
     values: dict[str, Any] = field(default_factory=dict)  # the entries listed before this one, by name
+    scan_usage: dict[str, Any] = field(default_factory=dict)  # this block's row of export.extra["scan_usage"]
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -228,6 +229,13 @@ METRICS: list[Metric] = [
     Metric("similarity_previous", "cosine to previous block",
            "Similarity to the previous block (cosine of the image-mean attention; none for a stage's first block)",
            _similarity_previous),
+    # Measured on the model when the export was made (patchorder.attention.scan_usage), not from the attention.
+    Metric("scan_share", "scan share of the output",
+           "Scan share (norm of what the scan mixed in from other patches / (that + norm of the D skip))",
+           lambda v: v.scan_usage.get("scan_share")),
+    Metric("swap_change", "change under another ordering",
+           "Ordering-swap change (relative change of the block's output when it scans with another ordering)",
+           lambda v: v.scan_usage.get("swap_change")),
 ]
 
 
@@ -243,8 +251,9 @@ def metrics_table(export: AttentionExport) -> list[dict]:
     """
     rows = []
     previous: dict[int, BlockView] = {}
+    usage = {(u["stage"], u["block"]): u for u in (export.extra.get("scan_usage") or {}).get("blocks", [])}
     for block in sorted(export.blocks, key=lambda b: (b.stage, b.block)):
-        view = BlockView(block, previous.get(block.stage))
+        view = BlockView(block, previous.get(block.stage), scan_usage=usage.get((block.stage, block.block), {}))
         for metric in METRICS:
             view.values[metric.name] = metric.compute(view)
         view.__dict__.pop("attn", None)  # the next block needs only this one's mean: free the (N, L, L) copy

@@ -284,7 +284,7 @@
     const methodName = { pca: "PCA", tsne: "t-SNE", umap: "UMAP" }[state.method] || state.method;
     if (points.kind === "blocks") {
       side.legend.innerHTML = context.stageBlocks
-        .map((b, i) => `<span><i style="background:${blockColor(i)}"></i>block ${b}</span>`).join("");
+        .map((b, i) => `<span><i style="background:${blockColor(i)}"></i>block ${escapeHtml(String(b))}</span>`).join("");
       side.scatterCaption.textContent = `${methodName} of every (block, image) attention matrix of stage ${state.stage}; click a point to open it`;
     } else {
       side.legend.textContent = "";
@@ -426,7 +426,7 @@
     rows.push(`<tr><td>grid</td><td class="value">${H} x ${W}</td></tr>`);
     rows.push(`<tr><td>routes</td><td class="value">${escapeHtml(block.route_names.join(", "))}</td></tr>`);
     rows.push(`<tr><td>stored as</td><td class="value">${block.encoding === "log8" ? "uint8 log scale" : "float16"}</td></tr>`);
-    table.innerHTML = `<caption>stage ${block.stage} block ${block.block} (${escapeHtml(variant.reduce)})</caption>${rows.join("")}`;
+    table.innerHTML = `<caption>stage ${escapeHtml(String(block.stage))} block ${escapeHtml(String(block.block))} (${escapeHtml(variant.reduce)})</caption>${rows.join("")}`;
   }
   function formatMetric(v) { return v === null ? "n/a" : typeof v === "number" ? formatValue(v) : escapeHtml(String(v)); }
   function escapeHtml(text) {

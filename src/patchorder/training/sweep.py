@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from patchorder.training.results import RESULTS_FILE, read_results
 
-COLUMNS = ("job", "task", "ordering", "model", "status", "val/acc1", "best val/acc1", "test/acc1", "eval acc1",
+COLUMNS = ("job", "task", "ordering", "ablation", "model", "status", "val/acc1", "best val/acc1", "test/acc1", "eval acc1",
            "epochs", "images/s", "wall s", "dir", "error")
 
 
@@ -26,6 +26,7 @@ def summary_row(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "job": results.get("job_num"),
         "task": results.get("task"),
         "ordering": results.get("ordering"),
+        "ablation": results.get("ablation"),
         "model": results.get("model"),
         "status": results.get("status"),
         "val/acc1": final.get("val/acc1"),
