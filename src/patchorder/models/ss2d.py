@@ -121,9 +121,8 @@ class SS2D(nn.Module):
                 f"scan_backend={self.scan_backend!r}" + (", scan_ablated=True" if self.scan_ablated else ""))
 
     def set_ordering(self, ordering) -> None:
-        """Scan with another ordering from now on (the weights stay; cached routes are rebuilt)."""
+        """Scan with another ordering from now on (the weights stay; route tables are cached on the ordering)."""
         self.ordering = orderings.resolve(ordering)
-        self._index_cache.clear()
 
     def route_indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(routes, inverse routes), each (K, L); cached by orderings.route_tables per grid, scheme and device."""
