@@ -122,3 +122,23 @@ def test_min_max_display_without_normalisation_and_bad_requests(micro):
         extract_attention(model, batch, labels=[1])
     with pytest.raises(ValueError, match="unknown merge 'mean'"):
         extract_attention(model, batch, merge="mean")
+
+
+def test_a_forward_that_runs_no_chosen_block_is_a_clear_error(micro):
+    class SkipsTheBlocks(torch.nn.Module):  # holds the VMamba but its forward never calls it
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    with pytest.raises(ValueError, match="ran none of the selected SS2D blocks"):
+        extract_attention(SkipsTheBlocks(micro[0]), micro[1])
+
+
+def test_the_export_records_the_models_stage_grids(micro):
+    model, _ = micro
+    export = extract_attention(model, torch.randn(1, 3, 32, 64), stages=[1])
+    assert export.extra["stage_grids"] == [list(g) for g in model.stage_grids(32, 64)] == [[8, 16], [4, 8],
+                                                                                           [2, 4], [1, 2]]

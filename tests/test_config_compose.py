@@ -34,12 +34,12 @@ def train_cfg(*overrides: str, hydra: bool = False):
 
 
 def test_every_group_has_its_options():
-    assert options("model") == ["vmamba_micro", "vmamba_small_s1l20", "vmamba_tiny_s1l8"]
+    assert options("model") == ["vmamba_long_range", "vmamba_micro", "vmamba_small_s1l20", "vmamba_tiny_s1l8"]
     assert {"row_major", "column_major", "diagonal", "morton", "spiral", "hilbert", "snake", "random"} <= set(
         options("ordering"))
     assert options("trainer") == ["cpu", "ddp", "ddp_cpu", "default", "gpu"]
     assert options("logger") == ["csv", "default", "none", "wandb"]
-    assert options("experiment") == ["paper", "quick"]
+    assert options("experiment") == ["long_range", "paper", "quick"]
     assert {"digits", "shapes", "imagenet_subset"} <= set(options("data"))
 
 
@@ -67,7 +67,7 @@ def micro_grids(size: int = 32) -> list[tuple[int, int]]:
     return model_geometry(train_cfg().model).stage_grids(size, size)
 
 
-@pytest.mark.parametrize("name", [n for n in options("ordering") if n != "per_stage"])
+@pytest.mark.parametrize("name", options("ordering"))
 def test_ordering_options_build_the_registered_permutation(name):
     cfg = train_cfg(f"ordering={name}")
     ordering = build_ordering(cfg.ordering, micro_grids())

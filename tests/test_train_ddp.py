@@ -19,7 +19,7 @@ def test_ddp_cpu_two_processes(tmp_path):
                                    "data.image_size=32", "data.val_fraction=0.1", "data.test_fraction=0.8", "trainer.limit_val_batches=1",
                                    "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1", "test=false",
                                    "module.ema.enabled=true", "module.ema.decay=0.9"],
-                      tmp_path)
+                      tmp_path, timeout=900)  # two processes on a shared 2-core machine: minutes
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = run_dirs(tmp_path)
     results = read_json(run_dir / "results.json")

@@ -25,6 +25,7 @@ from hydra import compose, initialize_config_dir
 from patchorder.callbacks import AttentionLogger, EmbeddingLogger
 from patchorder.training import builders
 from patchorder.training.config import register_resolvers
+from patchorder.training.module import ClassificationModule
 from patchorder.training.task import cpu_threads
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -73,7 +74,7 @@ def main() -> None:
     with cpu_threads(cfg.get("cpu_threads")):
         L.seed_everything(cfg.seed)
         datamodule = builders.build_datamodule(cfg.data)
-        module = builders.build_module(cfg, datamodule)
+        module = ClassificationModule.from_config(cfg, datamodule)
         clock = EpochClock()
         callbacks = [clock, *builders.build_callbacks(cfg.callbacks)]
         loggers = builders.build_loggers(cfg)

@@ -44,7 +44,7 @@ def _label(spec: Any) -> str:
 
 def ordering_label(spec: Any) -> str:
     """A short name for an ordering config (its ``name``, the stages' names joined by "+", else the class name of
-    its ``_target_``), checked to be safe as part of a folder name: it becomes part of hydra.run.dir."""
+    its ``_target_``), checked to be safe as part of a folder name."""
     label = _label(spec)
     if not _SAFE_LABEL.fullmatch(label) or ".." in label:
         raise ConfigError(
@@ -54,12 +54,19 @@ def ordering_label(spec: Any) -> str:
     return label
 
 
+def folder_label(spec: Any) -> str:
+    """The ordering label as used in hydra.run.dir: unsafe characters replaced, so a name such as '../../x'
+    can never place a run outside outputs/ (the run then stops in its pre-flight with ordering_label's message)."""
+    label = re.sub(r"[^A-Za-z0-9_.+=-]", "_", _label(spec))[:100]
+    return re.sub(r"\.{2,}", "_", label).lstrip(".") or "_"
+
+
 def register_resolvers() -> None:
     """``${ordering_label:${ordering}}`` and ``${run_id:}`` in run directory names (idempotent; train.py and
     eval.py call it). run_id is random, cached per config like Hydra's ``now`` (one value for a whole sweep), so
     two runs started in the same second never share a folder."""
     if not OmegaConf.has_resolver("ordering_label"):
-        OmegaConf.register_new_resolver("ordering_label", ordering_label)
+        OmegaConf.register_new_resolver("ordering_label", folder_label)
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 
@@ -123,7 +130,7 @@ def _ordering_error(plain: Any, error: Exception) -> ConfigError:
     return ConfigError(
         f"ordering {plain!r} cannot be used: {error}\n"
         f"Built-in ordering configs: {', '.join(available_ordering_configs())} (ordering=<name>, or one per stage: "
-        f"ordering=per_stage ordering.stages=[row_major,spiral,...]); registered orderings: "
+        f"~ordering.name +ordering.stages=[row_major,spiral,...]); registered orderings: "
         f"{', '.join(orderings.available())}. Select your own orderings.Ordering subclass with a "
         f"conf/ordering/<name>.yaml holding `_target_: my_module.MyOrdering`, or on the command line with "
         f"~ordering.name +ordering._target_=my_module.MyOrdering (my_module importable)."
@@ -232,7 +239,7 @@ def check_no_ordering_list_override(overrides: list[str]) -> None:
             names = ",".join(map(str, override.value()))
             raise ConfigError(
                 f"ordering=[{names}] would merge those ordering configs into one. For one ordering per stage use "
-                f"ordering=per_stage ordering.stages=[{names}]"
+                f"~ordering.name +ordering.stages=[{names}] (or a conf/ordering/<name>.yaml holding stages: [...])"
             )
 
 
