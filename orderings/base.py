@@ -2,7 +2,7 @@
 
 ``perm[s]`` is the raster index ``r * width + c`` of the patch visited at sequence position ``s``.
 Subclasses implement :meth:`Ordering.permutation`; calling the ordering validates the result once
-per grid and caches it per (grid, device).
+per grid and caches it per grid.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ class OrderingError(ValueError):
 class Ordering:
     """Base class of every patch ordering. Override :meth:`permutation` and set ``name``.
 
-    Calling ``ordering(height, width, device)`` returns a cached LongTensor: treat it as read-only
+    Calling ``ordering(height, width, device)`` returns a cached LongTensor (cached on the CPU; a copy on another
+    device, which :func:`orderings.routes` caches for the model): treat it as read-only
     (clone it before modifying it in place), since every caller of the same grid shares it.
     """
 
@@ -32,15 +33,12 @@ class Ordering:
 
     def __call__(self, height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
         height, width = check_grid(self.label, height, width)
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        # The one cache of a grid's permutation (validated, on the CPU); routes() keeps its device copies.
         cache = self.__dict__.setdefault("_perm_cache", {})
-        key = (height, width, device)
-        if key not in cache:
-            cpu_key = (height, width, torch.device("cpu"))
-            if cpu_key not in cache:
-                cache[cpu_key] = validate(self.permutation(height, width), height, width, self.label)
-            cache[key] = cache[cpu_key].to(device)
-        return cache[key]
+        if (height, width) not in cache:
+            cache[(height, width)] = validate(self.permutation(height, width), height, width, self.label)
+        perm = cache[(height, width)]
+        return perm if device is None else perm.to(device)
 
     @property
     def label(self) -> str:

@@ -38,6 +38,14 @@ def routes(ordering: Any, height: int, width: int, scheme: str = "cross4", devic
     ordering and its reverse; ``single`` = the ordering alone. Cached per (grid, scheme, device) on the
     ordering (names resolve to a shared instance); treat the result as read-only.
     """
+    return route_tables(ordering, height, width, scheme, device)[0]
+
+
+def route_tables(ordering: Any, height: int, width: int, scheme: str = "cross4",
+                 device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(routes, inverse), each (K, height * width): :func:`routes` and, per route, the sequence position of each
+    raster patch (``inverse[k, routes[k, s]] = s``), what a block needs to scatter its scans back. Cached together
+    per (grid, scheme, device) on the ordering: the one cache of route tables (models keep none of their own)."""
     if scheme not in SCHEMES:
         raise OrderingError(f"unknown scan scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     ordering = resolve(ordering)
@@ -54,5 +62,6 @@ def routes(ordering: Any, height: int, width: int, scheme: str = "cross4", devic
         else:
             across = transposed(ordering, height, width)
             rows = [forward, across, forward.flip(0), across.flip(0)]
-        cache[key] = torch.stack(rows).to(device)
+        table = torch.stack(rows)
+        cache[key] = (table.to(device), torch.argsort(table, dim=1).to(device))
     return cache[key]

@@ -9,6 +9,7 @@ import orderings
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, TQDMProgressBar
@@ -22,7 +23,9 @@ from patchorder.errors import ConfigError
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The group's options as Hydra lists them (what `group=glob(*)` sweeps): yaml files and ConfigStore entries."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return GlobalHydra.instance().config_loader().get_group_options(group)
 
 
 def train_cfg(*overrides: str, hydra: bool = False):

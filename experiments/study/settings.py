@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from orderings import hydra_options
 from patchorder.attention.embedding import METHODS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,6 +148,8 @@ def split_overrides(args: list[str]) -> tuple[list[str], list[str], list[str]]:
 
 # --- checks ------------------------------------------------------------------------------------------------
 def config_names(group: str) -> list[str]:
+    if group == "ordering":  # every registered ordering is an option, with or without a yaml file
+        return hydra_options.option_names(TRAIN_CONF)
     return sorted(p.stem for p in (TRAIN_CONF / group).glob("*.yaml"))
 
 
@@ -160,16 +163,16 @@ def _name_list(value: Any, key: str, group: str) -> list[str]:
         raise StudyError(f"{key} lists {duplicates} more than once")
     unknown = [n for n in names if n not in config_names(group)]
     if unknown:
-        raise StudyError(f"{key}: {unknown} not found in conf/{group}/; available: {', '.join(config_names(group))}. "
-                         f"Add your own as conf/{group}/<name>.yaml" +
-                         (" (name: <registered ordering> or _target_: my_module.MyOrdering)"
-                          if group == "ordering" else ""))
+        raise StudyError(f"{key}: {unknown} not found in conf/{group}/; available: {', '.join(config_names(group))}. " +
+                         (f"Add your own as conf/{group}/<name>.yaml" if group != "ordering" else
+                          "Add your own as a module in orderings/ (@orderings.register), or as "
+                          "conf/ordering/<name>.yaml holding _target_: my_module.MyOrdering"))
     return names
 
 
 def ordering_config(name: str) -> dict[str, Any]:
-    """conf/ordering/<name>.yaml as a plain dict (what orderings.resolve takes)."""
-    return OmegaConf.to_container(OmegaConf.load(TRAIN_CONF / "ordering" / f"{name}.yaml"), resolve=True)
+    """What ``ordering=<name>`` selects, as a plain dict (what orderings.resolve takes)."""
+    return hydra_options.option_config(name, TRAIN_CONF)
 
 
 def ordering_labels(names: list[str]) -> dict[str, str]:

@@ -2,11 +2,10 @@
 
 Rank 0 only, with no collective call inside (other DDP ranks return at once). Each time it writes the files
 of :mod:`patchorder.callbacks.attention_files` under <run dir>/attention/ (``attention_epoch{E:03d}``, E the
-0-based epoch as in checkpoint names, and ``attention_final``), logs the metrics as scalars to every logger
-(``attention/s0b1/distance``, ``attention/stage0/neighbour_mass_r1``, ...) and, when a WandbLogger is present,
-the pictures (``attention/s0b1/matrix``, ``attention/s0b1/patch_r3c4``), the embedding tables and scatter
-charts (``attention/s0b1/patches_pca``, ``attention/stage0/blocks_pca``), the HTML explorer
-(``attention/report``, end of fit) and, for an online run, an artifact of type "attention".
+0-based epoch as in checkpoint names, and ``attention_final``), logs every scalar metric of the registry
+(patchorder.attention.metrics.METRICS) to every logger and, when a WandbLogger is present, the pictures,
+embedding tables, scatter charts, the HTML explorer (end of fit) and, for an online run, an artifact of type
+"attention". The keys are listed in README.md ("What a run produces") and checked by tests/test_callbacks_e2e.py.
 """
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ class AttentionOptions:
     query_patches: list = field(default_factory=lambda: ["centre", "corner"])
     per_image_matrices: bool = False  # also draw each image's matrix, not only the image mean
     embeddings: bool = True
-    methods: list[str] = field(default_factory=lambda: ["pca"])  # of pca, tsne, umap (umap compiles ~20 s once)
+    methods: list[str] = field(default_factory=lambda: ["pca"])  # of attention.embedding.METHODS (umap compiles once per process)
     cmap: str = "inferno"
     scale: str = "log"  # colour scale of pictures: "log" (floor log_floor of the maximum) or "linear"
     log_floor: float = 1e-3

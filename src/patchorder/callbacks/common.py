@@ -67,8 +67,8 @@ def every_n(value: Any, name: str) -> int:
 def blas_threads_like_torch() -> Iterator[None]:
     """Limit numpy/scipy's BLAS threads to torch's intra-op thread count (the run's cpu_threads) meanwhile.
 
-    Without it OpenBLAS starts one busy-waiting thread per core next to torch's: on a shared 2-core machine a
-    256 x 256 SVD (the PCA of a 16 x 16 grid's attention rows) took 2.5 s instead of 0.014 s.
+    Without it OpenBLAS starts one busy-waiting thread per core next to torch's, and on a shared machine the
+    embeddings' small SVDs stall (README, "The two commands": busy-waiting threads).
     """
     import scipy.linalg  # noqa: F401  scipy's own OpenBLAS must be loaded to be limited
     from threadpoolctl import threadpool_limits

@@ -110,7 +110,6 @@ class SS2D(nn.Module):
         self.out_proj = nn.Linear(D, d_model, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-        self._index_cache: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         self.capture_sink: list[SSMRecord] | None = None  # set by patchorder.models.capture_ssm
         # True: the selective scan is replaced by its D skip (y = D * u), so nothing is mixed along the sequence.
         # Set through patchorder.models.scan_ablation; a question asked of a trained model, not a training mode.
@@ -122,19 +121,12 @@ class SS2D(nn.Module):
                 f"scan_backend={self.scan_backend!r}" + (", scan_ablated=True" if self.scan_ablated else ""))
 
     def set_ordering(self, ordering) -> None:
-        """Scan with another ordering from now on (the weights stay; cached routes are rebuilt)."""
+        """Scan with another ordering from now on (the weights stay; route tables are cached on the ordering)."""
         self.ordering = orderings.resolve(ordering)
-        self._index_cache.clear()
 
     def route_indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(routes, inverse routes), each (K, L), computed once per grid and device."""
-        key = (height, width, device)
-        cached = self._index_cache.get(key)
-        if cached is None:
-            routes = orderings.routes(self.ordering, height, width, self.scan_scheme, device=device)
-            cached = (routes, torch.argsort(routes, dim=1))
-            self._index_cache[key] = cached
-        return cached
+        """(routes, inverse routes), each (K, L); cached by orderings.route_tables per grid, scheme and device."""
+        return orderings.route_tables(self.ordering, height, width, self.scan_scheme, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.in_proj(x).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last in memory

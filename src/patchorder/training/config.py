@@ -80,7 +80,9 @@ def available_ordering_configs() -> list[str]:
 
     if GlobalHydra.instance().is_initialized():
         return sorted(GlobalHydra.instance().config_loader().get_group_options("ordering"))
-    return sorted(p.stem for p in (CONF_DIR / "ordering").glob("*.yaml"))
+    from orderings.hydra_options import option_names  # yaml files and every registered ordering
+
+    return option_names(CONF_DIR)
 
 
 def to_plain(node: Any) -> Any:

@@ -1,0 +1,45 @@
+"""Every registered ordering is an option of Hydra's ``ordering`` config group, with no yaml file.
+
+:func:`store` puts ``{name: <registered name>}`` into Hydra's ConfigStore as ``ordering/<name>`` for every
+registered ordering. Hydra looks in the config directory (``conf/``) before the ConfigStore, so a
+``conf/ordering/<name>.yaml`` of the same name wins: that is where an ordering's default parameters go
+(``conf/ordering/random.yaml``: ``seed``), or a ``_target_`` to a class outside this package. Group listings
+(``-m 'ordering=glob(*)'``, tab completion) merge both. The Hydra plugin in ``hydra_plugins/patchorder_orderings``
+calls :func:`store` whenever Hydra builds its config search path, so ``train.py``, ``eval.py`` and ``compose()``
+all see every ordering of this package without importing it first.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orderings.registry import available
+
+GROUP = "ordering"
+
+
+def store() -> None:
+    """Register every registered ordering as ``ordering/<name>`` in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    configs = ConfigStore.instance()
+    for name in available():
+        configs.store(group=GROUP, name=name, node={"name": name}, provider="orderings")
+
+
+def option_names(conf_dir: str | Path) -> list[str]:
+    """What ``ordering=<name>`` accepts with config directory ``conf_dir``: its yaml files and every registered name."""
+    files = {path.stem for path in (Path(conf_dir) / GROUP).glob("*.yaml")}
+    return sorted(files | set(available()))
+
+
+def option_config(name: str, conf_dir: str | Path) -> dict[str, Any]:
+    """The config ``ordering=<name>`` selects: ``conf_dir/ordering/<name>.yaml`` if there is one, else ``{name: ...}``."""
+    path = Path(conf_dir) / GROUP / f"{name}.yaml"
+    if path.is_file():
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if name not in available():
+        raise KeyError(f"no ordering option {name!r}: choose one of {', '.join(option_names(conf_dir))}")
+    return {"name": name}
