@@ -29,6 +29,13 @@ METRIC_LABELS = {
 }
 NOT_METRICS = {"key", "stage", "block", "grid", "ordering", "coherence_route"}
 
+# What the heatmap's numbers are, per channel reduction (patchorder.attention.kernel), in one line each.
+REDUCE_MEANINGS = {
+    "mean_abs": "mean over the block's channels of |alpha[query, key]|, the weight with which the key patch's input "
+                "enters the query patch's output in the selective scan (no unit; rows are not normalised)",
+    "mean": "mean over the block's channels of the signed alpha[query, key] (no unit; channels of opposite sign cancel)",
+}
+
 ROUTE_NAMES = {
     "cross4": ["forward", "transposed", "reverse", "transposed reverse"],
     "bidirectional": ["forward", "reverse"],
