@@ -2,7 +2,7 @@
 
 Rank 0 only, with no collective call inside (other DDP ranks return at once). Each time it writes the files
 of :mod:`patchorder.callbacks.attention_files` under <run dir>/attention/ (``attention_epoch{E:03d}``, E the
-0-based epoch as in checkpoint names, and ``attention_final``), logs the metrics as scalars to every logger
+0-based epoch as in checkpoint names, not for the last epoch, whose weights ``attention_final`` holds), logs the metrics as scalars to every logger
 (``attention/s0b1/distance``, ``attention/stage0/neighbour_mass_r1``, ...) and, when a WandbLogger is present,
 the pictures (``attention/s0b1/matrix``, ``attention/s0b1/patch_r3c4``), the embedding tables and scatter
 charts (``attention/s0b1/patches_pca``, ``attention/stage0/blocks_pca``), the HTML explorer
@@ -56,7 +56,11 @@ class AttentionLogger(L.Callback):
         check_selection(common.eval_network(pl_module), self.options, self._probe[0].shape[-2:])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        # The last epoch (by max_epochs) is left to on_train_end: attention_final holds the same weights, once.
+        max_epochs = getattr(trainer, "max_epochs", None) or 0
+        last = max_epochs > 0 and trainer.current_epoch + 1 >= max_epochs
+        if (trainer.is_global_zero and self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+                and not last):
             self.log_attention(trainer, pl_module, f"attention_epoch{trainer.current_epoch:03d}", final=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

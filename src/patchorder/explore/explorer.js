@@ -175,7 +175,7 @@
       const block = currentBlock(side);
       if (!block) return { reason: "no such block" };
       const id = block.patch_embedding[state.method];
-      if (id === undefined) return { reason: `${state.method} was not computed for this report` };
+      if (id === undefined) return { reason: block.patch_embedding_notes[state.method] || `${state.method} was not computed for this report` };
       return unpackPoints(arrays[id], "patches", block.patch_embedding_notes[state.method]);
     }
     const entry = variant.block_embeddings[String(state.stage)];

@@ -93,7 +93,8 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
                  compare: Source | Sequence[Source] | None = None, *, title: str | None = None,
                  methods: Sequence[str] = ("pca", "tsne", "umap"), seed: int = 0, max_mb: float = 15.0,
                  encoding: str = "auto", floor: float = 1e-4, colour_scale: str = "log",
-                 log_floor: float = 1e-3) -> Report:
+                 log_floor: float = 1e-3, max_layout_points: int = 1024,
+                 metrics: Sequence[dict] | None = None) -> Report:
     """Write the interactive attention explorer for an export (or run directory) to ``out_path``.
 
     ``export_or_path``: an AttentionExport, an .npz written by ``export.save``, a run directory (its newest
@@ -105,6 +106,8 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
     ``floor``: smallest value the log scale keeps, relative to its row's maximum.
     ``colour_scale`` ("log" or "linear") and ``log_floor``: the heatmaps' initial colour scale, the same as the
     W&B pictures' ``scale`` and ``log_floor`` (the training callback passes its own).
+    ``max_layout_points``: t-SNE / UMAP of a block's patches only up to this many patches (PCA always; the page
+    names the blocks left to PCA). ``metrics``: metrics_table rows already computed for a single export.
     """
     if colour_scale not in ("log", "linear"):
         raise ValueError(f"colour_scale must be 'log' or 'linear', got {colour_scale!r}")
@@ -118,8 +121,11 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
     sides = [_load_side(export_or_path)]
     if compare is not None:
         sides.append(_load_side(compare))
+    if metrics is not None and (compare is not None or len(sides[0][0]) != 1):
+        raise ValueError("metrics can only be given for a single export without --compare")
     options = Options(methods=tuple(methods), seed=seed, encoding=encoding, floor=floor,
-                      max_bytes=int(max_mb * 1e6))
+                      max_bytes=int(max_mb * 1e6), max_layout_points=int(max_layout_points),
+                      metrics=list(metrics) if metrics is not None else None)
     payload, packer = build_payload(sides, options, fixed_bytes=_shell_bytes())
     payload["methods"] = list(methods)
     payload["colormaps"] = _colormaps()

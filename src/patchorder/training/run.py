@@ -94,7 +94,19 @@ def fit_results(trainer: L.Trainer, throughput: TrainThroughput, loggers: list) 
             "mode": str(wandb_run.settings.mode) if wandb_run is not None else None,
         } if wandb_logger is not None else None,
         "csv": csv_path(loggers),
+        "attention": attention_outputs(trainer),
     }
+
+
+def attention_outputs(trainer: L.Trainer) -> dict[str, str | None] | None:
+    """Where the AttentionLogger wrote its latest export and explorer (None without that callback)."""
+    from patchorder.callbacks import AttentionLogger
+
+    logger = next((c for c in trainer.callbacks if isinstance(c, AttentionLogger)), None)
+    if logger is None or not logger.written:
+        return None
+    paths = logger.written[-1].paths
+    return {"npz": str(paths["npz"]), "report": str(paths["report"]) if paths.get("report") else None}
 
 
 def csv_path(loggers: list) -> str | None:
@@ -209,6 +221,7 @@ def _print_outputs(results: dict[str, Any], results_path: Path) -> None:
         "W&B offline run": wandb.get("run_dir"),
         "CSV metrics": results.get("csv"),
         "results.json": results_path,
+        "attention explorer": (results.get("attention") or {}).get("report"),
     }
     if wandb.get("mode") == "offline" and wandb.get("run_dir"):
         rows["W&B upload later"] = f"wandb sync {wandb['run_dir']}"

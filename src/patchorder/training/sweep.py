@@ -90,7 +90,10 @@ def print_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         style = None if row.get("status") == "completed" else "red"
         table.add_row(*(_fmt(row.get(c)) for c in columns), style=style)
-    rich.console.Console(width=max(rich.get_console().width, 150)).print(table)
+    from patchorder.training.console import terminal
+
+    console = terminal()
+    (console if console.width >= 150 else rich.console.Console(width=150)).print(table)
 
 
 class SweepSummary(Callback):
