@@ -57,6 +57,12 @@ def test_plan_orders_training_overrides_preset_data_then_command_line(tmp_path):
     assert overrides["hydra.sweep.dir"].value() == str(tmp_path / "s" / "train_digits")
 
 
+def test_an_override_given_again_appears_once_with_its_last_value(tmp_path):
+    plan = make_plan([f"study_dir={tmp_path / 's'}", "trainer.max_epochs=1"])
+    for group in plan.groups:  # the preset sets trainer.max_epochs for both data sets
+        assert [o for o in group.train_overrides if o.startswith("trainer.max_epochs=")] == ["trainer.max_epochs=1"]
+
+
 @pytest.mark.parametrize("path", ["/tmp/a b/c.ckpt", "/tmp/x,y=z/best-epoch001-acc10.5.ckpt", "/tmp/it's/last.ckpt",
                                   "C:\\runs\\last.ckpt", "/odd\\'name\\", "/tmp/dir\\\\"])
 def test_quoted_paths_parse_back_to_themselves(path):

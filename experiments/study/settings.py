@@ -220,6 +220,14 @@ def default_study_dir() -> Path:
     return root / "studies" / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def last_of_each_key(overrides: list[str]) -> list[str]:
+    """One override per key, the last given (the one Hydra applies), in the order of first appearance: a preset's
+    trainer.max_epochs=8 and the command line's trainer.max_epochs=1 become trainer.max_epochs=1, once."""
+    keys = [o.split("=", 1)[0] if "=" in o else o for o in overrides]
+    last = {key: o for key, o in zip(keys, overrides)}
+    return [last[key] for key in dict.fromkeys(keys)]
+
+
 def make_plan(args: list[str]) -> Plan:
     """The plan of a new study from its command line (nothing is written)."""
     study_overrides, train_overrides, launcher_overrides = split_overrides(args)
@@ -241,7 +249,8 @@ def make_plan(args: list[str]) -> Plan:
                          "or choose a new study_dir=<directory>")
     groups = [
         Group(name=name,
-              train_overrides=[*common, *_string_list(per_data.get(name), f"data_overrides.{name}"), *train_overrides],
+              train_overrides=last_of_each_key([*common, *_string_list(per_data.get(name), f"data_overrides.{name}"),
+                                                *train_overrides]),
               train_dir=f"train_{name}", eval_dir=f"eval_{name}")
         for name in data
     ]
