@@ -1,7 +1,9 @@
 """The ordering study: train the same VMamba with several patch orderings and seeds, test every trained model under
-every ordering, and compile a report (study.md, study.json, figures, HTML explorers) from the run directories.
+every ordering and with its scans ablated, and compile a report (study.md opening with the verdict, study.json,
+figures, HTML explorers) from the run directories.
 
-    python experiments/ordering_study.py           # preset=cpu: micro on digits and shapes, 4 orderings x 2 seeds
+    python experiments/ordering_study.py           # preset=cpu: digits and long_range, 5 orderings x 3 seeds
+    python experiments/ordering_study.py preset=quick              # a first look: long_range, 3 orderings x 2 seeds
     python experiments/ordering_study.py data=shapes orderings=[row_major,diagonal,morton,spiral,hilbert] seeds=[0,1]
     python experiments/ordering_study.py data=digits trainer.max_epochs=3          # other overrides: every run
     python experiments/ordering_study.py preset=paper data.root=/data/imagenet trainer.devices=1
@@ -9,11 +11,12 @@ every ordering, and compile a report (study.md, study.json, figures, HTML explor
     python experiments/ordering_study.py --compile-only studies/2026-01-01_12-00-00   # or compile_only=<dir>
 
 Study keys (experiments/conf/study.yaml, presets in experiments/conf/preset/): study_dir, data, orderings, seeds,
-parallel, cross_eval, checkpoint, train_overrides, data_overrides, eval_overrides, report.*. Any other override
+parallel, cross_eval, scan_ablation, checkpoint, train_overrides, data_overrides, eval_overrides, report.* (with
+report.verdict.*: significance level, interval confidence, scan-use thresholds). Any other override
 goes to every training run; hydra/... and hydra.* overrides (e.g. hydra/launcher=submitit_local) to every
 train.py and eval.py multirun. The study directory (default studies/<date>_<time> under $PATCHORDER_ROOT or the
-current directory) holds study_plan.json, train_<data>/ and eval_<data>/ (the sweeps), logs/, figures/,
-explorers/, study.md and study.json.
+current directory) holds study_plan.json, train_<data>/, eval_<data>/ and ablation_<data>/ (the sweeps), logs/,
+figures/, explorers/, study.md and study.json.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ patch visited at position ``s``. Add your own with ``@orderings.register("name")
 """
 from orderings.base import FunctionOrdering, Ordering, OrderingError, validate
 from orderings.registry import available, get, register, resolve
-from orderings.routes import SCHEMES, routes, transposed
+from orderings.routes import ROUTE_NAMES, SCHEMES, route_names, routes, transposed
 
 # Built-in orderings register themselves on import.
 from orderings import (  # noqa: E402,F401  isort: skip
@@ -16,5 +16,5 @@ from orderings import (  # noqa: E402,F401  isort: skip
 __all__ = [
     "Ordering", "FunctionOrdering", "OrderingError", "validate",
     "available", "get", "register", "resolve",
-    "SCHEMES", "routes", "transposed",
+    "SCHEMES", "ROUTE_NAMES", "route_names", "routes", "transposed",
 ]

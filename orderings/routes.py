@@ -8,7 +8,19 @@ import torch
 from orderings.base import OrderingError, check_grid
 from orderings.registry import resolve
 
-SCHEMES = {"single": 1, "bidirectional": 2, "cross4": 4}
+# Each scheme's routes, in the order routes() stacks them; the one source of their count and their names.
+ROUTE_NAMES = {
+    "single": ("forward",),
+    "bidirectional": ("forward", "reverse"),
+    "cross4": ("forward", "transposed", "reverse", "transposed reverse"),
+}
+SCHEMES = {scheme: len(names) for scheme, names in ROUTE_NAMES.items()}
+
+
+def route_names(scheme: str, count: int) -> list[str]:
+    """Display names of a scheme's ``count`` routes; "route k" when the scheme is unknown or the count differs."""
+    names = ROUTE_NAMES.get(scheme, ())
+    return list(names) if len(names) == count else [f"route {k}" for k in range(count)]
 
 
 def transposed(ordering, height: int, width: int) -> torch.Tensor:

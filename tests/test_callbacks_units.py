@@ -17,14 +17,13 @@ from PIL import Image
 
 import patchorder.models  # noqa: F401  registers the VMamba presets with timm
 from patchorder.attention import AttentionExport, BlockAttention, load, metrics_table, stage_summary
-from patchorder.attention.metrics import mean_attention
 from patchorder.callbacks import AttentionLogger, EmbeddingLogger, render
 from patchorder.callbacks.attention_files import (
     BLOCK_COLUMNS, PATCH_COLUMNS, AttentionOptions, check_selection, make_options, write_attention_artifacts,
 )
 from patchorder.callbacks.embedding import pooled_features
 from patchorder.callbacks.wandb_media import attention_payload, log_attention
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 VIRIDIS_0, VIRIDIS_1 = (68, 1, 84), (253, 231, 37)  # matplotlib's viridis end points (published values)
 
@@ -184,7 +183,7 @@ def test_written_npz_metrics_and_embeddings_agree_with_the_export(written):
     for r in patches:  # seq_pos: where the forward route visits the patch
         assert snake[int(r["seq_pos"])] == int(r["patch"]) and int(r["row"]) * 4 + int(r["col"]) == int(r["patch"])
     # x, y: the first two principal components of the image-mean attention rows (up to sign)
-    rows_mean = mean_attention(export.blocks[1]).astype(np.float64)
+    rows_mean = export.blocks[1].mean_attention().astype(np.float64)
     centred = rows_mean - rows_mean.mean(axis=0)
     u, s, _ = np.linalg.svd(centred, full_matrices=False)
     coords = np.array([[float(r["x"]), float(r["y"])] for r in patches])

@@ -16,8 +16,9 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import OmegaConf
 from train_support import CONF_DIR
 
-from patchorder.training.config import build_ordering, fingerprint, ordering_label, validate_train_config
-from patchorder.training.errors import ConfigError
+from patchorder.training.config import (build_ordering, fingerprint, model_geometry, ordering_label,
+                                        validate_train_config)
+from patchorder.errors import ConfigError
 
 
 def options(group: str) -> list[str]:
@@ -59,10 +60,14 @@ def test_model_options(name):
     assert timm.is_model(name)
 
 
-@pytest.mark.parametrize("name", options("ordering"))
+def micro_grids(size: int = 32) -> list[tuple[int, int]]:
+    return model_geometry(train_cfg().model).stage_grids(size, size)
+
+
+@pytest.mark.parametrize("name", [n for n in options("ordering") if n != "per_stage"])
 def test_ordering_options_build_the_registered_permutation(name):
     cfg = train_cfg(f"ordering={name}")
-    ordering = build_ordering(cfg.ordering, (32, 32))
+    ordering = build_ordering(cfg.ordering, micro_grids())
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.ordering).items() if k not in ("name", "_target_")}
     if "_target_" in cfg.ordering:
         expected = instantiate(cfg.ordering)
@@ -76,7 +81,7 @@ def test_ordering_options_build_the_registered_permutation(name):
 def test_user_ordering_by_target():
     cfg = train_cfg("ordering=row_major", "~ordering.name", "+ordering._target_=orderings.examples.Tiled",
                     "+ordering.tile=2")
-    ordering = build_ordering(cfg.ordering, (32, 32))
+    ordering = build_ordering(cfg.ordering, micro_grids())
     # 4x4 grid in 2x2 tiles: the first tile is raster cells 0, 1, 4, 5.
     assert ordering(4, 4)[:4].tolist() == [0, 1, 4, 5]
     assert ordering_label(cfg.ordering) == "Tiled"
@@ -210,3 +215,12 @@ def test_fingerprint_tracks_what_is_trained():
     assert fingerprint(train_cfg("ordering=spiral")) != base
     assert fingerprint(train_cfg("module.optimizer.lr=0.01")) != base
     assert fingerprint(train_cfg("trainer.max_epochs=3")) != base
+
+
+def test_the_modules_defaults_are_the_configs():
+    from patchorder.training.module import OPTIMIZER_DEFAULTS, SCHEDULER_DEFAULTS
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["~experiment"])
+    assert OmegaConf.to_container(cfg.module.optimizer) == OPTIMIZER_DEFAULTS
+    assert OmegaConf.to_container(cfg.module.scheduler) == SCHEDULER_DEFAULTS

@@ -390,3 +390,57 @@ def test_bad_verify_and_holdout_settings(tree):
         module(tree, subset=ALL_WNIDS[:2], holdout_fraction=1.0)
     with pytest.raises(DataConfigError, match="cannot hold out"):
         module(tree, subset=ALL_WNIDS[:2], holdout_fraction=0.01).setup()
+
+
+# --- image modes ------------------------------------------------------------------------------------------------
+def test_image_modes_are_converted_to_the_right_rgb(tmp_path):
+    from patchorder.data.image_files import open_rgb
+
+    half = Image.new("RGBA", (4, 4), (200, 0, 0, 0))  # fully transparent: white, not red
+    half.putpixel((0, 0), (200, 0, 0, 255))
+    half.save(tmp_path / "rgba.png")
+    rgb = np.asarray(open_rgb(str(tmp_path / "rgba.png")))
+    assert rgb[0, 0].tolist() == [200, 0, 0] and rgb[1, 1].tolist() == [255, 255, 255]
+    # 16-bit grayscale: 32768 of 65535 is mid grey (PIL's own convert clips it to 255)
+    Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)).save(tmp_path / "gray16.png")
+    assert Image.open(tmp_path / "gray16.png").mode.startswith("I")
+    assert np.asarray(open_rgb(str(tmp_path / "gray16.png")))[0, 0].tolist() == [127, 127, 127]
+    # CMYK JPEG of pure cyan decodes to (0, 255, 255), within JPEG rounding
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(tmp_path / "cmyk.jpg", quality=100)
+    cyan = np.asarray(open_rgb(str(tmp_path / "cmyk.jpg"))).astype(int)[4, 4]
+    assert np.abs(cyan - [0, 255, 255]).max() <= 3
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(CorruptImageError, match=r"float.tiff has mode F"):
+        open_rgb(str(tmp_path / "float.tiff"))
+
+
+def test_only_decode_errors_count_as_corrupt(tmp_path, monkeypatch):
+    from patchorder.data import image_files
+
+    save_image(tmp_path / "fine.png", ALL_WNIDS[0])
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("no memory")
+
+    monkeypatch.setattr(image_files, "to_rgb", out_of_memory)
+    with pytest.raises(MemoryError):
+        image_files.open_rgb(str(tmp_path / "fine.png"))
+
+
+def test_a_resume_first_checks_the_image_that_stopped_the_run(tmp_path):
+    from patchorder.training.results import write_results
+    from patchorder.training.run import check_corrupt_images_fixed
+
+    root, (truncated, _) = make_corrupt_tree(tmp_path)
+    data = module(root, subset=ALL_WNIDS[:2], verify_images="lazy")
+    data.setup()
+    index = [i for i, (p, _) in enumerate(data.datasets["train"].samples) if p == str(truncated)][0]
+    with pytest.raises(CorruptImageError) as stopped:
+        data.datasets["train"][index]
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    write_results(run_dir, {"status": "failed", "error": f"CorruptImageError: {stopped.value}"})
+    with pytest.raises(CorruptImageError, match=rf"still cannot be decoded: {truncated}\. Replace or delete"):
+        check_corrupt_images_fixed(str(run_dir / "checkpoints" / "last.ckpt"))
+    save_image(truncated, ALL_WNIDS[0])  # the user replaced it
+    check_corrupt_images_fixed(str(run_dir / "checkpoints" / "last.ckpt"))

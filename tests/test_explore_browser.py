@@ -18,10 +18,9 @@ import patchorder.models  # noqa: F401  (registers the VMamba presets with timm)
 from patchorder.attention.embedding import block_embeddings, patch_embeddings
 from patchorder.attention.export import load, save
 from patchorder.attention.extract import extract_attention
-from patchorder.attention.metrics import metrics_table
+from patchorder.attention.metrics import metrics_table, scalar_metrics
 from patchorder.explore import build_report
 from patchorder.explore.packing import log8_relative_error
-from patchorder.explore.payload import METRIC_LABELS
 
 pytestmark = pytest.mark.browser
 
@@ -301,10 +300,11 @@ def test_metrics_of_the_selected_block_are_shown(open_page, reports, exports):
     page = open_page(reports["single"])
     page.js("explorer.select(2, 1)")
     shown = page.js("explorer.metrics(0)")
-    for name, label in METRIC_LABELS.items():
+    labels = {metric.name: metric.label for metric in scalar_metrics()}
+    for name, label in labels.items():
         assert shown[label] == pytest.approx(table["s2b1"][name], rel=1e-12, abs=1e-12)
     text = page.page.locator('section[data-side="0"] .metrics').inner_text()
-    assert "stage 2 block 1" in text and METRIC_LABELS["coherence"] in text
+    assert "stage 2 block 1" in text and labels["coherence"] in text
 
 
 # ---------- side by side ----------

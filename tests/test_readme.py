@@ -57,6 +57,11 @@ CHECKS = {
     "python -m patchorder.explore outputs/<run>/": "run",
     "python -m patchorder.explore a.npz -o report.html --compare b.npz": "run",
     "python experiments/ordering_study.py": "study",
+    "python experiments/ordering_study.py preset=quick": "study",
+    "python train.py ordering=per_stage ordering.stages=[row_major,spiral,morton,hilbert]": "short",
+    "python eval.py ckpt_path=<ckpt> ablation=scan": "run",
+    "python eval.py ckpt_path=<ckpt> ordering=random": "run",
+    "python train.py experiment=long_range ordering=spiral": "compose",
     "python experiments/ordering_study.py data=[shapes] orderings=[row_major,diagonal,morton,spiral,hilbert] "
     "seeds=[0,1,2]": "study",
     "python experiments/ordering_study.py preset=paper data.root=/data/imagenet hydra/launcher=slurm "
@@ -117,14 +122,23 @@ def trained(tmp_path_factory):
 def substitute(command: str, run_dir: Path, root: Path) -> list[str]:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     text = command.replace("outputs/<date>/<time>_spiral/checkpoints/last.ckpt", str(ckpt))
-    text = text.replace("ckpt_path=...", f"ckpt_path={ckpt}").replace("outputs/<run>/", str(run_dir))
+    text = text.replace("ckpt_path=...", f"ckpt_path={ckpt}").replace("ckpt_path=<ckpt>", f"ckpt_path={ckpt}").replace("outputs/<run>/", str(run_dir))
     text = text.replace("a.npz", str(run_dir / "attention" / "attention_final.npz"))
     text = text.replace("b.npz", str(root / "eval_export" / "attention_eval.npz"))
     return shlex.split(text)
 
 
 @pytest.mark.slow
-def test_short_training_commands_run(trained):
+@pytest.mark.parametrize("command", [c for c in by_kind("short") if c != "python train.py"])
+def test_short_training_commands_run(trained, command, tmp_path):
+    root, run_dir = trained
+    if "data=shapes" not in command:  # that one is the fixture's own run
+        run(shlex.split(command) + SHORT, tmp_path)
+    assert (run_dir / "results.json").is_file()
+
+
+@pytest.mark.slow
+def test_default_training_command_prints_the_explorer(trained):
     root, run_dir = trained
     assert (run_dir / "results.json").is_file() and (run_dir / "attention" / "attention_final.html").is_file()
     # `python train.py` (what make train runs), shortened; its summary names the explorer, unwrapped (a pipe)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import patchorder.ops.cuda as cuda
+import patchorder.ops.kernels as kernels
 import patchorder.ops.fast as fast
 from patchorder.ops import BACKENDS, selective_scan
 from patchorder.ops.fast import selective_scan_fast
@@ -25,7 +25,7 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 # mamba-ssm's kernel needs a GPU and the package (and has no float64); where they are missing its test is
 # reported as skipped, never counted as passed.
 needs_cuda_kernel = pytest.mark.skipif(
-    not (torch.cuda.is_available() and cuda.mamba_ssm_available()), reason="needs CUDA and mamba-ssm"
+    not (torch.cuda.is_available() and kernels.mamba_ssm_available()), reason="needs CUDA and mamba-ssm"
 )
 
 
@@ -139,7 +139,7 @@ def test_non_contiguous_inputs():
 
 def magnitude_scale(inputs: dict, softplus: bool) -> torch.Tensor:
     """The scan of |u|, |B|, |C|, |D|: the size of the terms summed into y, to which float error is proportional."""
-    absolute = {k: (v.abs() if k in ("u", "B", "C", "D") else v) for k, v in inputs.items()}
+    absolute = {k: (v.abs() if v is not None and k in ("u", "B", "C", "D") else v) for k, v in inputs.items()}
     return selective_scan_reference(*[absolute[k] for k in NAMES], delta_softplus=softplus)
 
 
@@ -163,7 +163,8 @@ def assert_float32_close(inputs32: dict, softplus: bool, fn=selective_scan_fast,
     for name, expected in grads64.items():
         actual = grads32[name]
         assert actual.dtype == torch.float32 and torch.isfinite(actual).all(), name
-        worst = (actual.double() - expected).abs().max() / expected.abs().max()
+        # (An all-zero expected gradient, such as dA at length 1, must then be matched exactly.)
+        worst = (actual.double() - expected).abs().max() / expected.abs().max().clamp_min(torch.finfo().tiny)
         assert worst <= 128 * EPS32, f"d{name}: max error / max |grad| = {worst:.2e}"
 
 
@@ -279,16 +280,31 @@ def test_auto_on_cpu_uses_the_torch_backend(monkeypatch):
 
 def test_unknown_backend_is_a_clear_error():
     inputs = make_inputs(1, 4, 1, 1, 3)
-    with pytest.raises(ValueError, match=r"unknown selective-scan backend 'triton'; choose auto, reference, torch"):
-        selective_scan(*[inputs[k] for k in NAMES], backend="triton")
+    with pytest.raises(ValueError, match=r"unknown selective-scan backend 'cuda'; choose auto, reference, torch, "
+                                         r"triton, mamba_ssm"):
+        selective_scan(*[inputs[k] for k in NAMES], backend="cuda")
 
 
 # The mamba-ssm guard logic. No GPU here, so these tests simulate the two facts the guard reads: whether
 # mamba-ssm imports (by replacing the cached loader) and whether u is a CUDA tensor (by a stand-in object).
 
 
+def simulate_kernels(monkeypatch, **kernel_or_none):
+    """Replace the optional-kernel loader: name=callable simulates an importable kernel, name=None a missing
+    package; names not given load as they really do."""
+    real = kernels.load
+
+    def load(name):
+        if name not in kernel_or_none:
+            return real(name)
+        kernel = kernel_or_none[name]
+        return (kernel, None) if kernel is not None else (None, ImportError(f"No module named {name!r}"))
+
+    monkeypatch.setattr(kernels, "load", load)
+
+
 def _without_mamba_ssm(monkeypatch):
-    monkeypatch.setattr(cuda, "_load_kernel", lambda: (None, ImportError("No module named 'mamba_ssm'")))
+    simulate_kernels(monkeypatch, mamba_ssm=None)
 
 
 def _with_fake_mamba_ssm(monkeypatch):
@@ -298,16 +314,16 @@ def _with_fake_mamba_ssm(monkeypatch):
         calls.append((args, kwargs))
         return "kernel output"
 
-    monkeypatch.setattr(cuda, "_load_kernel", lambda: (fake_kernel, None))
+    simulate_kernels(monkeypatch, mamba_ssm=fake_kernel)
     return calls
 
 
 CUDA_STAND_IN = types.SimpleNamespace(is_cuda=True, device="cuda:0")
 
 
-def test_simulated_cuda_without_mamba_ssm_auto_picks_torch_and_warns_once(monkeypatch):
-    _without_mamba_ssm(monkeypatch)
-    monkeypatch.setattr(dispatch, "_warned_no_cuda_kernel", False)
+def test_simulated_cuda_without_mamba_ssm_and_triton_auto_picks_torch_and_warns_once(monkeypatch):
+    simulate_kernels(monkeypatch, mamba_ssm=None, triton=None)
+    monkeypatch.setattr(dispatch, "_warned_fallbacks", set())
     with pytest.warns(UserWarning, match=r"mamba-ssm is not installed.*pip install"):
         assert dispatch._auto(CUDA_STAND_IN) == "torch"
     with warnings.catch_warnings():
@@ -317,14 +333,14 @@ def test_simulated_cuda_without_mamba_ssm_auto_picks_torch_and_warns_once(monkey
 
 def test_simulated_mamba_ssm_is_chosen_for_cuda_tensors_only(monkeypatch):
     _with_fake_mamba_ssm(monkeypatch)
-    assert cuda.mamba_ssm_available()
+    assert kernels.mamba_ssm_available()
     assert dispatch._auto(CUDA_STAND_IN) == "mamba_ssm"
     assert dispatch._auto(torch.zeros(1, 1, 1)) == "torch"
 
 
 def test_explicit_mamba_ssm_without_the_package_is_a_clear_error(monkeypatch):
     _without_mamba_ssm(monkeypatch)
-    assert not cuda.mamba_ssm_available()
+    assert not kernels.mamba_ssm_available()
     inputs = make_inputs(1, 4, 1, 1, 3)
     with pytest.raises(RuntimeError, match=r"mamba-ssm cannot be imported.*pip install -e '\.\[cuda\]'.*'torch'"):
         selective_scan(*[inputs[k] for k in NAMES], backend="mamba_ssm")
@@ -341,14 +357,14 @@ def test_explicit_mamba_ssm_on_cpu_tensors_is_a_clear_error(monkeypatch):
 def test_simulated_mamba_ssm_call_passes_arguments_through(monkeypatch):
     calls = _with_fake_mamba_ssm(monkeypatch)
     args = [CUDA_STAND_IN, "delta", "A", "B", "C", "D", "bias"]
-    assert cuda.selective_scan_mamba_ssm(*args[:6], delta_bias="bias", delta_softplus=True) == "kernel output"
+    assert kernels.selective_scan_mamba_ssm(*args[:6], delta_bias="bias", delta_softplus=True) == "kernel output"
     (positional, keywords), = calls
     assert positional == tuple(args[:6])
     assert keywords == {"z": None, "delta_bias": "bias", "delta_softplus": True}
 
 
 def test_importing_the_ops_never_imports_mamba_ssm():
-    code = ("import sys, patchorder.ops, patchorder.ops.cuda, patchorder.ops.fast; "
+    code = ("import sys, patchorder.ops, patchorder.ops.kernels, patchorder.ops.fast; "
             "assert 'mamba_ssm' not in sys.modules, 'imported at module import time'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

@@ -3,7 +3,9 @@ a few batches): row_major and diagonal train, spiral fails on purpose. The repor
 the runs' own files: accuracies against each results.json, cross-table cells against each eval results.json
 (and its diagonal against the run's own test), curves against the CSV log, attention metrics against
 metrics_table / stage_summary / compare_exports of the saved .npz. Then ``--compile-only`` on a moved copy
-with one run deleted: the run is listed as missing and the report still compiles."""
+with one run deleted: the run is listed as missing and the report still compiles. Each trained model is also
+evaluated with its scans ablated (checked against those eval results.json), and study.md opens with the verdict
+(one seed here: no interval, no "mean ± std")."""
 from __future__ import annotations
 
 import csv
@@ -152,6 +154,51 @@ def test_attention_numbers_are_metrics_of_the_npz(study):
     assert attention["probe"]["identical_across_runs"] is True and attention["probe"]["num_images"] == 4
 
 
+def ablation_results(study_dir: Path) -> dict[str, dict]:
+    """training run directory name -> its scan-ablation eval results.json, read directly."""
+    out = {}
+    for path in (study_dir / "ablation_digits").glob("*/results.json"):
+        results = read_json(path)
+        out[Path(results["ckpt_path"]).parent.parent.name] = results
+    return out
+
+
+def test_scan_ablation_is_evaluated_and_collected(study):
+    group = group_of(study)
+    ablated = ablation_results(study)
+    assert sorted(ablated) == sorted(run_dir(study, o).name for o in TRAINED)  # the failed run has no checkpoint
+    rows = {r["train_ordering"]: r for r in group["ablation_cells"]}
+    assert sorted(rows) == sorted(TRAINED)
+    for ordering in TRAINED:
+        results = ablated[run_dir(study, ordering).name]
+        assert results["status"] == "completed" and results["ablation"] == "scan"
+        assert results["ordering"] == results["trained_ordering"] == ordering  # on the trained ordering
+        assert results["ordering_overridden"] is False
+        assert (rows[ordering]["status"], rows[ordering]["acc1"]) == ("completed", results["metrics"]["acc1"])
+
+
+def test_verdict_opens_the_report(study):
+    group = group_of(study)
+    verdict = group["verdict"]
+    evals, ablated = eval_results(study), ablation_results(study)
+    drops = [evals[(run_dir(study, o).name, o)]["metrics"]["acc1"] - ablated[run_dir(study, o).name]["metrics"]["acc1"]
+             for o in TRAINED]  # one seed: the seed's mean over the orderings, no interval
+    drop = verdict["questions"]["scan"]["ablation_drop"]
+    assert drop["mean"] == pytest.approx(statistics.fmean(drops), abs=1e-12)
+    assert (drop["n"], drop["low"], drop["p"]) == (1, None, None)
+    assert verdict["one_seed"] is True and verdict["missing_runs"] == ["spiral seed 0 (failed)"]
+    assert all(q["answer"] == "cannot tell" for name, q in verdict["questions"].items() if name != "scan")
+    usage = {r["train_ordering"]: r for r in group["attention"]["scan_usage"]}
+    for ordering in TRAINED:  # the scan usage each run's export recorded
+        recorded = load(run_dir(study, ordering) / "attention" / "attention_final.npz").extra["scan_usage"]
+        assert usage[ordering]["scan_share_mean"] == pytest.approx(recorded["scan_share_mean"], abs=1e-12)
+    markdown = (study / "study.md").read_text()
+    assert markdown.index("## Verdict") < markdown.index("### digits") < markdown.index("## digits")
+    assert "**One seed: no confidence interval and no test can be given" in markdown
+    assert "±" not in markdown  # one seed: no "mean ± std" anywhere
+    assert read_json(study / "study.json")["groups"]["digits"]["verdict"] == verdict
+
+
 def test_report_files_and_failures(study):
     group = group_of(study)
     markdown = (study / "study.md").read_text()
@@ -189,8 +236,10 @@ def test_compile_only_lists_a_deleted_run_as_missing(study, tmp_path):
     kept = read_json(run_dir(moved, "row_major") / "results.json")
     assert rows["row_major"]["test_acc1"] == kept["test"]["test/acc1"]
     kinds = sorted((f["kind"], f["status"]) for f in group["failures"])
-    # the deleted run, the failed run, and the deleted run's three evaluations (their checkpoint is gone)
-    assert kinds == [("cross evaluation", "completed")] * 3 + [("training", "failed"), ("training", "missing")]
+    # the deleted run, the failed run, the deleted run's three evaluations and its scan ablation (their checkpoint
+    # is gone)
+    assert kinds == [("cross evaluation", "completed")] * 3 + [("scan ablation", "completed"), ("training", "failed"),
+                                                               ("training", "missing")]
     markdown = (moved / "study.md").read_text()
     assert "| training | diagonal_s0 | missing | no results.json" in markdown
     assert (moved / group["figures"]["cross"]).is_file()
@@ -208,4 +257,6 @@ def test_submitit_local_launcher(tmp_path):
     results = read_json(run_dir(study_dir, "row_major") / "results.json")
     assert row["status"] == "completed" and row["test_acc1"] == results["test"]["test/acc1"]
     assert not (study_dir / "eval_digits").exists() and group_of(study_dir)["cross"] is None
+    (ablation,) = group_of(study_dir)["ablation_cells"]  # the scan ablation went through submitit too
+    assert ablation["status"] == "completed" and (study_dir / "ablation_digits" / ".submitit").is_dir()
 

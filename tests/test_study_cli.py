@@ -3,6 +3,7 @@ the training runs and the launcher; the errors a user sees; paths quoted for Hyd
 parser; statistics against Python's; curves read from a hand-written CSV log."""
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -16,14 +17,36 @@ sys.path.insert(0, str(REPO / "experiments"))
 from ordering_study import main as study_main  # noqa: E402
 from study.analysis import spread  # noqa: E402
 from study.collect import curves  # noqa: E402
-from study.launch import eval_command, quote, train_command  # noqa: E402
-from study.settings import make_plan, split_overrides  # noqa: E402
+from study import settings  # noqa: E402
+from study.launch import ablation_command, eval_command, quote, train_command  # noqa: E402
+from study.settings import last_group_choice_wins, make_plan, split_overrides  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def study_root(monkeypatch, tmp_path):
     """Default study directories (studies/<date>_<time>) under a temporary root, never in the checkout."""
     monkeypatch.setenv("PATCHORDER_ROOT", str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def conf_with_long_range(tmp_path_factory) -> Path:
+    """The training config tree, with stand-ins for conf/data/long_range.yaml and conf/experiment/long_range.yaml
+    where the checkout has none yet (the presets name them; these tests are about how the study combines
+    overrides, not about that setting)."""
+    conf = tmp_path_factory.mktemp("conf") / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    if not (conf / "data" / "long_range.yaml").exists():
+        shutil.copy(conf / "data" / "shapes.yaml", conf / "data" / "long_range.yaml")
+    if not (conf / "experiment" / "long_range.yaml").exists():
+        text = (conf / "experiment" / "quick.yaml").read_text()
+        (conf / "experiment" / "long_range.yaml").write_text(text.replace("experiment_name: quick",
+                                                                          "experiment_name: long_range"))
+    return conf
+
+
+@pytest.fixture(autouse=True)
+def train_conf(monkeypatch, conf_with_long_range):
+    monkeypatch.setattr(settings, "TRAIN_CONF", conf_with_long_range)
 
 
 def parse(lines: list[str]):
@@ -43,11 +66,17 @@ def test_overrides_go_to_study_training_or_launcher():
 
 def test_plan_orders_training_overrides_preset_data_then_command_line(tmp_path):
     plan = make_plan([f"study_dir={tmp_path / 's'}", "trainer.max_epochs=1", "hydra/launcher=submitit_local"])
-    assert plan.preset == "cpu" and [g.name for g in plan.groups] == ["digits", "shapes"]
-    digits = plan.groups[0]
+    assert plan.preset == "cpu" and [g.name for g in plan.groups] == ["digits", "long_range"]
+    assert plan.orderings == ["row_major", "diagonal", "morton", "spiral", "hilbert"] and plan.seeds == [0, 1, 2]
+    assert plan.scan_ablation is True and plan.cross_eval is True
+    digits, long_range = plan.groups
     assert digits.train_overrides[0] == "experiment=quick"
     assert digits.train_overrides.index("data.image_size=64") < digits.train_overrides.index("trainer.max_epochs=1")
     assert digits.train_overrides[-1] == "trainer.max_epochs=1"  # the command line wins
+    # long_range brings its own experiment: the preset's experiment=quick for every data config is dropped
+    assert [o for o in long_range.train_overrides if o.startswith("experiment=")] == ["experiment=long_range"]
+    assert long_range.train_overrides[-1] == "trainer.max_epochs=1"
+    assert (long_range.eval_dir, long_range.ablation_dir) == ("eval_long_range", "ablation_long_range")
     assert plan.ordering_labels == {o: o for o in plan.orderings}
     command = train_command(plan, digits)
     assert "hydra/launcher=submitit_local" in command
@@ -57,10 +86,31 @@ def test_plan_orders_training_overrides_preset_data_then_command_line(tmp_path):
     assert overrides["hydra.sweep.dir"].value() == str(tmp_path / "s" / "train_digits")
 
 
-def test_an_override_given_again_appears_once_with_its_last_value(tmp_path):
-    plan = make_plan([f"study_dir={tmp_path / 's'}", "trainer.max_epochs=1"])
-    for group in plan.groups:  # the preset sets trainer.max_epochs for both data sets
-        assert [o for o in group.train_overrides if o.startswith("trainer.max_epochs=")] == ["trainer.max_epochs=1"]
+def test_quick_preset(tmp_path):
+    plan = make_plan([f"study_dir={tmp_path / 's'}", "preset=quick"])
+    assert (plan.preset, len(plan.orderings), len(plan.seeds)) == ("quick", 3, 2)
+    (group,) = plan.groups
+    assert group.name == "long_range" and "experiment=long_range" in group.train_overrides
+
+
+def test_a_later_group_choice_replaces_an_earlier_one():
+    assert last_group_choice_wins(["experiment=quick", "trainer.max_epochs=3", "experiment=long_range",
+                                   "+callbacks.x._target_=m.C", "model=vmamba_micro", "trainer.max_epochs=4"]) == \
+        ["trainer.max_epochs=3", "experiment=long_range", "+callbacks.x._target_=m.C", "model=vmamba_micro",
+         "trainer.max_epochs=4"]  # values repeat (Hydra takes the last), group choices do not
+    plan = make_plan(["preset=quick", "experiment=quick"])  # the command line's choice wins over the preset's
+    assert [o for o in plan.groups[0].train_overrides if o.startswith("experiment=")] == ["experiment=quick"]
+
+
+def test_ablation_command_evaluates_each_checkpoint_once_on_its_trained_ordering(tmp_path):
+    plan = make_plan([f"study_dir={tmp_path}", "data=digits", 'eval_overrides=["trainer=gpu"]'])
+    checkpoints = [Path("/r/0_row_major_s0/checkpoints/best.ckpt"), Path("/r/1_spiral, x/checkpoints/last.ckpt")]
+    command = ablation_command(plan, plan.groups[0], checkpoints)
+    overrides = parse(command[3:])
+    assert [v.text for v in overrides["ckpt_path"].value().list] == [str(c) for c in checkpoints]
+    assert overrides["ablation"].value() == "scan" and "ordering" not in overrides  # the trained ordering
+    assert overrides["hydra.sweep.dir"].value() == str(tmp_path / "ablation_digits")
+    assert overrides["trainer"].value() == "gpu"
 
 
 @pytest.mark.parametrize("path", ["/tmp/a b/c.ckpt", "/tmp/x,y=z/best-epoch001-acc10.5.ckpt", "/tmp/it's/last.ckpt",
@@ -103,7 +153,9 @@ def test_curves_from_a_csv_log(tmp_path):
     (["seeds=0,1"], "study keys take lists, not sweeps"),
     (["trainer.max_epochs=1,2"], "run one study per value of trainer.max_epochs"),
     (["data=[digits,digits]"], "data lists ['digits'] more than once"),
-    (["report.compare=[row_major,hilbert]"], "give two different orderings of the study"),
+    (["report.compare=[row_major,snake]"], "give two different orderings of the study"),
+    (["report.verdict.alpha=2"], "report.verdict.alpha=2 must be a number in (0, 1)"),
+    (["report.verdict.min_scan_drop=5"], "(accuracies are fractions: 0.02 = 2 points)"),
     (["--compile-only"], "--compile-only needs the study directory"),
     (["data=digits", "trainer.bogus=1"],
      "training runs on digits with ordering row_major: Could not override 'trainer.bogus'"),

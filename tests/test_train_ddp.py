@@ -1,10 +1,12 @@
-"""trainer=ddp_cpu for real: two processes (gloo) share each epoch, and only rank 0 logs and writes results."""
+"""trainer=ddp_cpu for real: two processes (gloo) share each epoch, and only rank 0 logs and writes results; EMA on
+(as experiment=paper has it: its parameters must take no gradients under DDP)."""
 from __future__ import annotations
 
 import math
 
 import pytest
-from train_support import read_csv_rows, read_json, run_dirs, run_script
+import torch
+from train_support import read_csv_rows, read_json, run_dirs, run_script, state_dict_of
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +17,8 @@ def test_ddp_cpu_two_processes(tmp_path):
     # rank-0-only attention and embedding loggers must not stall the other process.
     proc = run_script("train.py", ["trainer=ddp_cpu", "trainer.max_epochs=1", f"data.batch_size={batch}",
                                    "data.image_size=32", "data.val_fraction=0.1", "data.test_fraction=0.8", "trainer.limit_val_batches=1",
-                                   "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1", "test=false"],
+                                   "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1", "test=false",
+                                   "module.ema.enabled=true", "module.ema.decay=0.9"],
                       tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = run_dirs(tmp_path)
@@ -34,3 +37,7 @@ def test_ddp_cpu_two_processes(tmp_path):
     steps = [int(r["step"]) for r in rows if r.get("train/loss")]
     assert steps == sorted(set(steps)) and len(steps) == results["global_step"]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == "last.ckpt"
+    state = state_dict_of(run_dir / "checkpoints" / "last.ckpt")
+    ema = {k[len("ema.module."):]: v for k, v in state.items() if k.startswith("ema.module.")}
+    model = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    assert ema.keys() == model.keys() and any(not torch.equal(ema[k], model[k]) for k in model)

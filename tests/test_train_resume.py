@@ -25,6 +25,9 @@ RESUME = [
 ]
 
 
+PERTURBED = "model.classifier.head.bias"
+
+
 def cfg_for(root, name, *overrides):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=[f"paths.root_dir={root}", f"paths.output_dir={root}/outputs/day/{name}",
@@ -39,6 +42,11 @@ def resume_runs(tmp_path_factory):
         train_job.train(cfg_for(root, "killed", *RESUME, "+callbacks.kill._target_=train_support.KillAtStep",
                                 "+callbacks.kill.step=3"))
     resumed = train_job.train(cfg_for(root, "resumed", *RESUME, "ckpt_path=last"))
+    # The killed run's checkpoint with one weight moved: a resume that really starts from the file carries it.
+    checkpoint = torch.load(root / "outputs/day/killed/checkpoints/last.ckpt", weights_only=True)
+    checkpoint["state_dict"][PERTURBED] += 1.0
+    torch.save(checkpoint, root / "perturbed.ckpt")
+    train_job.train(cfg_for(root, "perturbed", *RESUME, f"ckpt_path={root / 'perturbed.ckpt'}"))
     return root, full, read_json(root / "outputs/day/killed/results.json"), resumed
 
 
@@ -53,6 +61,16 @@ def test_ckpt_path_last_finds_the_interrupted_run(resume_runs):
     root, _, _, resumed = resume_runs
     assert resumed["resumed_from"] == str((root / "outputs/day/killed/checkpoints/last.ckpt").resolve())
     assert resumed["status"] == "completed" and resumed["global_step"] == 4
+
+
+def test_the_resumed_run_trains_only_what_was_left_and_starts_from_the_file(resume_runs):
+    """Bitwise equality alone cannot tell a resume from a fresh run with the same seed: the resumed process must
+    train exactly the one step left (16 images), and a change made to the checkpoint must still be there."""
+    root, full, _, resumed = resume_runs
+    assert resumed["train_images"] == 16 and full["train_images"] == 64
+    carried = state_dict_of(root / "outputs/day/perturbed/checkpoints/last.ckpt")[PERTURBED]
+    unperturbed = state_dict_of(root / "outputs/day/full/checkpoints/last.ckpt")[PERTURBED]
+    assert torch.allclose(carried - unperturbed, torch.ones_like(carried), atol=0.05)
 
 
 def test_resumed_weights_equal_the_uninterrupted_run_bitwise(resume_runs):

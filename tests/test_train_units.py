@@ -16,9 +16,9 @@ from patchorder.data.sampling import EpochShuffleSampler
 from patchorder.training import optim, sweep
 from patchorder.training.checkpoints import find_last_checkpoint
 from patchorder.training.data_order import ResumableLoader, ResumableSampler
-from patchorder.training.errors import ConfigError, NonFiniteLossError, NonFiniteWeightsError
+from patchorder.errors import ConfigError, NonFiniteLossError, NonFiniteWeightsError
 from patchorder.training.module import ClassificationModule
-from patchorder.training.results import write_results
+from patchorder.training.results import read_results, write_results
 
 
 # --- optimisation -----------------------------------------------------------------------------------------------
@@ -152,6 +152,14 @@ def micro_module(**kwargs) -> ClassificationModule:
                                 class_names=[str(i) for i in range(10)], image_size=[32, 32], **kwargs)
 
 
+def test_ema_weights_take_no_gradients():
+    """DDP waits for a gradient of every parameter that requires one: the EMA copy must not (trainer=ddp_cpu with
+    module.ema.enabled=true crashed with "parameters that were not used in producing the loss")."""
+    module = micro_module(ema={"enabled": True})
+    assert not any(p.requires_grad for p in module.ema.parameters())
+    assert all(p.requires_grad for p in module.model.parameters())
+
+
 def test_losses_label_smoothing_and_mixup():
     plain = micro_module(label_smoothing=0.1)
     logits, labels = torch.randn(4, 10, dtype=torch.float64), torch.tensor([1, 2, 3, 9])
@@ -204,16 +212,62 @@ def test_ddp_that_relaunches_the_script_is_refused_inside_a_local_multirun(monke
     builders.check_launcher_fits_hydra_mode(L.Trainer(accelerator="cpu", devices=1, logger=False))
 
 
-def test_a_requeued_job_resumes_its_own_last_checkpoint(tmp_path):
+def test_a_requeued_job_resumes_its_own_last_checkpoint_and_refuses_a_foreign_one(tmp_path):
     from omegaconf import OmegaConf
 
+    from patchorder.training.checkpoints import FINGERPRINT_KEY
     from patchorder.training.run import resolve_ckpt_path
 
     cfg = OmegaConf.create({"ckpt_path": None, "paths": {"output_dir": str(tmp_path), "log_dir": str(tmp_path)}})
-    assert resolve_ckpt_path(cfg, {}) is None
+    assert resolve_ckpt_path(cfg, "f1") is None
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert resolve_ckpt_path(cfg, {}) == str((tmp_path / "checkpoints" / "last.ckpt").resolve())
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    torch.save({"state_dict": {}, FINGERPRINT_KEY: {"config_fingerprint": "f1"}}, last)
+    assert resolve_ckpt_path(cfg, "f1") == str(last.resolve())
+    # Another configuration launched into the same folder (reused hydra.run.dir) must not resume it.
+    with pytest.raises(ConfigError, match="holds checkpoints/last.ckpt of another configuration.*f1 != f2"):
+        resolve_ckpt_path(cfg, "f2")
     explicit = tmp_path / "other.ckpt"
     cfg.ckpt_path = str(explicit)
-    assert resolve_ckpt_path(cfg, {}) == str(explicit.resolve())
+    assert resolve_ckpt_path(cfg, "f2") == str(explicit.resolve())
+
+
+def _write_many(folder: str, tag: int) -> None:
+    for i in range(200):
+        write_results(folder, {"writer": tag, "i": i})
+
+
+def test_results_json_writes_of_two_processes_never_collide(tmp_path):
+    """Two processes (e.g. a reused run folder) write results.json at once: each write is whole and no write fails."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_write_many, args=(str(tmp_path), tag)) for tag in (1, 2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert [w.exitcode for w in writers] == [0, 0]
+    assert read_results(tmp_path / "results.json")["i"] == 199
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_metrics_csv_keeps_its_history_when_a_run_resumes_in_its_folder(tmp_path):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from train_support import CONF_DIR, read_csv_rows
+
+    entry = OmegaConf.load(CONF_DIR / "logger" / "csv.yaml").csv
+    entry.save_dir = str(tmp_path)
+
+    def run(steps, tag):
+        logger = instantiate(entry)
+        for step in steps:
+            logger.log_metrics({"train/loss": tag * 100 + step}, step=step)
+        logger.finalize("success")
+
+    run(range(5), tag=1)  # killed after step 4, say; its checkpoint was at step 3
+    run(range(3, 6), tag=2)  # the resumed run logs steps 3, 4, 5 again
+    rows = read_csv_rows(tmp_path / "csv" / "metrics.csv")
+    assert [(int(r["step"]), float(r["train/loss"])) for r in rows] == [
+        (0, 100.0), (1, 101.0), (2, 102.0), (3, 203.0), (4, 204.0), (5, 205.0)]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import orderings
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,3 +103,15 @@ def wandb_records(run_file: str | Path) -> list[dict[str, Any]]:
 
 def state_dict_of(ckpt_path: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+
+class RecordingOrdering(orderings.Ordering):
+    """Row-major, and remembers every grid it was asked for (``RecordingOrdering.grids``)."""
+
+    name = "recording"
+    grids: list[tuple[int, int]] = []
+
+    def permutation(self, height: int, width: int) -> torch.Tensor:
+        RecordingOrdering.grids.append((height, width))
+        return torch.arange(height * width)

@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 from patchorder.callbacks import AttentionLogger, EmbeddingLogger
 from patchorder.training import builders
 from patchorder.training.config import register_resolvers
-from patchorder.training.run import cpu_threads
+from patchorder.training.task import cpu_threads
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 MAKE_TRAIN_EPOCHS = 10

@@ -26,6 +26,7 @@ import timm
 import torch
 
 import patchorder.models  # noqa: F401  (registers the presets)
+from patchorder.attention.embedding import METHODS
 from patchorder.attention.export import save
 from patchorder.attention.extract import extract_attention
 from patchorder.explore.report import write_report
@@ -87,7 +88,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2, help="probe images for --tiny (default 2)")
     parser.add_argument("--tiny-npz", type=Path, help="reuse a saved vmamba_tiny_s1l8 export instead of extracting")
     args = parser.parse_args()
-    methods = ("pca",) if args.quick else ("pca", "tsne", "umap")
+    methods = ("pca",) if args.quick else METHODS
     loads = 2 if args.quick else 5
     from playwright.sync_api import sync_playwright
 

@@ -179,7 +179,7 @@ def main() -> None:
     lengths = args.lengths or ([32] if args.quick else [196, 3136])
     repeats = args.repeats or (1 if args.quick else 5)
 
-    from patchorder.ops.cuda import mamba_ssm_available
+    from patchorder.ops.kernels import mamba_ssm_available
 
     bandwidth = copy_bandwidth(16 if args.quick else 256)
     print(f"selective scan: b={batch} d={channels} groups={GROUPS} float32 delta_bias+softplus, "

@@ -11,13 +11,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from patchorder.attention import AttentionExport, block_similarity_matrix, compare_exports, load, metrics_table
-from patchorder.attention import stage_summary
+from patchorder.attention import scalar_metrics, stage_summary
 
 from study.collect import Evaluation, Run
 
 ACCURACY_KEYS = ("test_acc1", "test_acc5", "best_val_acc1")
-# metrics_table columns the report aggregates (distance in patches; masses and similarities in [0, 1]).
-ATTENTION_METRICS = ("distance", "distance_relative", "neighbour_mass_r1", "neighbour_mass_r2", "coherence")
 
 
 def spread(values: Iterable[float | None]) -> dict[str, Any]:
@@ -84,7 +82,8 @@ def run_metrics(exports: dict[tuple[str, int], AttentionExport]) -> list[dict[st
 
 
 def stage_metrics(block_rows: list[dict[str, Any]], orderings: list[str]) -> dict[str, Any]:
-    """Per ordering and stage: spread over seeds of each run's stage mean (stage_summary of its block rows)."""
+    """Per ordering and stage: spread over seeds of each run's stage mean (stage_summary of its block rows), for
+    every scalar metric of the registry (patchorder.attention.metrics.METRICS)."""
     per_run: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for row in block_rows:
         per_run[(row["train_ordering"], row["seed"])].append(row)
@@ -95,7 +94,7 @@ def stage_metrics(block_rows: list[dict[str, Any]], orderings: list[str]) -> dic
         table[ordering] = {}
         for stage in stages:
             members = [s for (o, _), s in summaries if o == ordering and s["stage"] == stage]
-            table[ordering][str(stage)] = {m: spread(s.get(m) for s in members) for m in ATTENTION_METRICS}
+            table[ordering][str(stage)] = {m.name: spread(s.get(m.name) for s in members) for m in scalar_metrics()}
     grids = {str(s["stage"]): s["grid"] for _, s in summaries}
     return {"stages": stages, "grids": grids, "by_ordering": table}
 
@@ -164,8 +163,6 @@ def probe_check(exports: dict[tuple[str, int], AttentionExport]) -> dict[str, An
 def mean_stage_attention(exports: dict[tuple[str, int], AttentionExport], ordering: str,
                          stage: int) -> np.ndarray | None:
     """(L, L) attention of one ordering's stage, averaged over images, the stage's blocks and the seeds."""
-    from patchorder.attention.metrics import mean_attention
-
-    matrices = [mean_attention(b) for (o, _), e in exports.items() if o == ordering for b in e.blocks
+    matrices = [b.mean_attention() for (o, _), e in exports.items() if o == ordering for b in e.blocks
                 if b.stage == stage]
     return np.mean(matrices, axis=0) if matrices else None

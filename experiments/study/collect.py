@@ -160,16 +160,14 @@ class Evaluation:
     metrics: dict[str, float | None] = field(default_factory=dict)
     error: str | None = None
     checkpoint: str | None = None
+    ablation: str | None = None  # "scan": every scan replaced by its D skip (eval.py ablation=scan)
 
 
-def evaluations(plan: Plan, group: Group, runs: list[Run]) -> list[Evaluation]:
-    """Every expected cell (completed run x test ordering), found in the eval sweep or marked missing, plus any
-    evaluation whose checkpoint belongs to no run of the plan (listed, never dropped)."""
+def _read_evaluations(sweep_dir: Path, plan: Plan, runs: list[Run]) -> list[tuple[Run | None, Evaluation]]:
+    """Every eval results.json of a sweep, with the training run its checkpoint belongs to (None: not in the plan)."""
     by_label = {label: name for name, label in plan.ordering_labels.items()}
     run_by_dir = {run.dir.name: run for run in runs if run.dir is not None}
-    found: dict[tuple[str, int, str], Evaluation] = {}
-    strays = []
-    sweep_dir = plan.path(group.eval_dir)
+    out = []
     for path in sorted(sweep_dir.glob(f"*/{RESULTS_FILE}")) if sweep_dir.is_dir() else []:
         results = read_results(path)
         ckpt = Path(results.get("ckpt_path") or "")
@@ -180,10 +178,20 @@ def evaluations(plan: Plan, group: Group, runs: list[Run]) -> list[Evaluation]:
             test_ordering=by_label.get(results.get("ordering")), status=status, dir=path.parent,
             metrics={k: (results.get("metrics") or {}).get(k) for k in ("acc1", "acc5", "loss")},
             error=None if status == "completed" else _describe_failure(results),
-            checkpoint=ckpt.name if results.get("ckpt_path") else None)
+            checkpoint=ckpt.name if results.get("ckpt_path") else None, ablation=results.get("ablation"))
         if run is None and results.get("ckpt_path"):
             evaluation.error = (f"evaluates {ckpt.parent.parent.name}/{ckpt.name}, a training run that is not in the "
                                 "study (deleted?)" + (f"; {evaluation.error}" if evaluation.error else ""))
+        out.append((run, evaluation))
+    return out
+
+
+def evaluations(plan: Plan, group: Group, runs: list[Run]) -> list[Evaluation]:
+    """Every expected cell (completed run x test ordering), found in the eval sweep or marked missing, plus any
+    evaluation whose checkpoint belongs to no run of the plan (listed, never dropped)."""
+    found: dict[tuple[str, int, str], Evaluation] = {}
+    strays = []
+    for run, evaluation in _read_evaluations(plan.path(group.eval_dir), plan, runs):
         if run is None or evaluation.test_ordering is None:
             strays.append(evaluation)
         else:
@@ -195,3 +203,26 @@ def evaluations(plan: Plan, group: Group, runs: list[Run]) -> list[Evaluation]:
                 run.ordering, run.seed, test_ordering, "missing", None,
                 error=f"{NO_RESULTS}: no evaluation of {run.name} under {test_ordering}"))
     return cells + strays
+
+
+def ablations(plan: Plan, group: Group, runs: list[Run]) -> list[Evaluation]:
+    """Each completed run's scan-ablation evaluation (eval.py ablation=scan on its trained ordering), found in the
+    ablation sweep or marked missing, plus evaluations that belong to no run or are not a scan ablation on the
+    trained ordering (listed, never dropped)."""
+    found: dict[tuple[str, int], Evaluation] = {}
+    strays = []
+    sweep_dir = plan.path(group.ablation_dir) if group.ablation_dir else None
+    for run, evaluation in _read_evaluations(sweep_dir, plan, runs) if sweep_dir is not None else []:
+        if run is not None and evaluation.status == "completed" and (
+                evaluation.ablation != "scan" or evaluation.test_ordering != run.ordering):
+            evaluation.error = (f"not a scan ablation of its run on the trained ordering (ablation "
+                                f"{evaluation.ablation}, ordering {evaluation.test_ordering})")
+            run = None
+        if run is None:
+            strays.append(evaluation)
+        else:
+            found[(run.ordering, run.seed)] = evaluation
+    expected = [found.get((run.ordering, run.seed)) or Evaluation(
+        run.ordering, run.seed, run.ordering, "missing", None, ablation="scan",
+        error=f"{NO_RESULTS}: no scan-ablation evaluation of {run.name}") for run in runs if run.ok]
+    return expected + strays

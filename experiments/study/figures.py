@@ -13,12 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-METRIC_TITLES = {
-    "distance": "attention distance (patches)",
-    "neighbour_mass_r1": "mass on the 8 neighbours (r=1)",
-    "coherence": "sequence coherence (Spearman)",
-}
-
+from patchorder.attention.metrics import scalar_metrics  # noqa: E402
 
 def colours(orderings: list[str]) -> dict[str, Any]:
     cmap = plt.get_cmap("tab10")
@@ -115,22 +110,28 @@ def cross(table: dict[str, Any], path: Path, dpi: int) -> Path | None:
 
 
 def attention_metrics(stage_table: dict[str, Any], orderings: list[str], path: Path, dpi: int) -> Path | None:
-    """Distance, neighbour mass and sequence coherence per stage: mean over seeds, error bars = std."""
+    """One panel per scalar metric of the registry, per stage: mean over seeds, error bars = std."""
     stages = stage_table["stages"]
     if not stages:
         return None
-    figure, axes = plt.subplots(1, len(METRIC_TITLES), figsize=(4.2 * len(METRIC_TITLES), 3.5))
+    metrics = scalar_metrics()
+    columns = min(3, len(metrics))
+    rows = -(-len(metrics) // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.5 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(metrics):]:
+        ax.set_axis_off()
     colour = colours(orderings)
-    for ax, (metric, title) in zip(axes, METRIC_TITLES.items()):
+    for ax, metric in zip(axes, metrics):
         for k, ordering in enumerate(orderings):
-            cells = [stage_table["by_ordering"][ordering][str(s)][metric] for s in stages]
+            cells = [stage_table["by_ordering"][ordering][str(s)][metric.name] for s in stages]
             xs = [s + 0.06 * (k - len(orderings) / 2) for s, c in zip(stages, cells) if c["mean"] is not None]
             ys = [c["mean"] for c in cells if c["mean"] is not None]
             errors = [c["std"] for c in cells if c["mean"] is not None]
             if ys:
                 ax.errorbar(xs, ys, yerr=errors, marker="o", color=colour[ordering], label=ordering, capsize=3)
         ax.set_xticks(stages, [f"stage {s}\n{'x'.join(map(str, stage_table['grids'][str(s)]))}" for s in stages])
-        ax.set_title(title, fontsize=10)
+        ax.set_title(metric.label, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     return _save(figure, path, dpi)

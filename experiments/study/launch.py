@@ -1,5 +1,6 @@
 """Running a study's sweeps: per data config one ``train.py -m`` over orderings x seeds, then one ``eval.py -m`` over
-the trained checkpoints x orderings (the cross table).
+the trained checkpoints x orderings (the cross table) and one over the checkpoints with ``ablation=scan`` (each
+model on its trained ordering with every scan replaced by its D skip).
 
 Both are subprocesses of the project's own entry points with the sweep directory fixed, so they go through
 Hydra's launcher: the basic launcher runs the jobs one after the other, ``hydra/launcher=submitit_local`` or
@@ -55,6 +56,15 @@ def eval_command(plan: Plan, group: Group, checkpoints: list[Path]) -> list[str]
     ]
 
 
+def ablation_command(plan: Plan, group: Group, checkpoints: list[Path]) -> list[str]:
+    """Each checkpoint once, on its trained ordering (no ordering override), with every scan ablated."""
+    return [
+        sys.executable, str(REPO / "eval.py"), "-m", *plan.launcher_overrides, *plan.eval_overrides,
+        "ckpt_path=" + ",".join(quote(c) for c in checkpoints), "ablation=scan",
+        f"hydra.sweep.dir={quote(plan.path(group.ablation_dir))}",
+    ]
+
+
 def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -77,7 +87,8 @@ def log_tail(log_path: Path, lines: int = 12) -> str:
 
 
 def run_group(plan: Plan, group: Group) -> dict[str, Any]:
-    """Train, then cross-evaluate, one data config's runs. Failures are reported and recorded, never raised."""
+    """Train, then cross-evaluate and scan-ablate, one data config's runs. Failures are reported and recorded,
+    never raised."""
     steps: dict[str, Any] = {}
     jobs = len(plan.orderings) * len(plan.seeds)
     log = plan.path(LOG_DIR) / f"{group.name}_train.log"
@@ -88,19 +99,23 @@ def run_group(plan: Plan, group: Group) -> dict[str, Any]:
     say(f"[{group.name}] training finished in {steps['train']['seconds']:.0f} s: {len(done)} of {jobs} completed"
         + ("" if steps["train"]["returncode"] == 0 else
            f"; train.py exited with {steps['train']['returncode']}, the end of its log:\n{log_tail(log)}"))
-    if not plan.cross_eval:
-        return steps
     checkpoints = [c for c in (r.checkpoint(plan.checkpoint) for r in done) if c is not None]
-    if not checkpoints:
-        say(f"[{group.name}] no checkpoint to cross-evaluate")
-        return steps
-    log = plan.path(LOG_DIR) / f"{group.name}_eval.log"
-    say(f"[{group.name}] cross table: {len(checkpoints)} checkpoint(s) x {len(plan.orderings)} ordering(s) "
-        f"(log: {log})")
-    steps["eval"] = run_logged(eval_command(plan, group, checkpoints), log)
-    say(f"[{group.name}] cross table finished in {steps['eval']['seconds']:.0f} s"
-        + ("" if steps["eval"]["returncode"] == 0 else
-           f"; eval.py exited with {steps['eval']['returncode']}, the end of its log:\n{log_tail(log)}"))
+    evaluations = [("eval", "cross table", f"{len(checkpoints)} checkpoint(s) x {len(plan.orderings)} ordering(s)",
+                    eval_command, plan.cross_eval),
+                   ("ablation", "scan ablation", f"{len(checkpoints)} checkpoint(s), every scan ablated",
+                    ablation_command, plan.scan_ablation)]
+    for step, title, what, command, wanted in evaluations:
+        if not wanted:
+            continue
+        if not checkpoints:
+            say(f"[{group.name}] no checkpoint for the {title}")
+            continue
+        log = plan.path(LOG_DIR) / f"{group.name}_{step}.log"
+        say(f"[{group.name}] {title}: {what} (log: {log})")
+        steps[step] = run_logged(command(plan, group, checkpoints), log)
+        say(f"[{group.name}] {title} finished in {steps[step]['seconds']:.0f} s"
+            + ("" if steps[step]["returncode"] == 0 else
+               f"; eval.py exited with {steps[step]['returncode']}, the end of its log:\n{log_tail(log)}"))
     return steps
 
 

@@ -3,12 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-METRICS = {
-    "distance": "Attention distance (patches, attention-weighted mean query-key distance on the grid)",
-    "distance_relative": "Relative distance (attention distance / mean distance under uniform attention)",
-    "neighbour_mass_r1": "Neighbour mass (share of each row's attention on the query's 3x3 neighbourhood)",
-    "coherence": "Sequence coherence (Spearman: distance in the scan vs dissimilarity of attention rows)",
-}
+from patchorder.attention.metrics import scalar_metrics
+from study.verdict import markdown as verdict_lines
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -26,6 +22,11 @@ def fmt_spread(cell: dict[str, Any], digits: int = 4) -> str:
     if cell.get("n", 0) > 1:
         text += f" ± {fmt(cell['std'], digits)}"
     return text
+
+
+def one_seed(group: dict[str, Any]) -> bool:
+    """One seed (the verdict says so): single values, and no "mean ± std" anywhere."""
+    return bool((group.get("verdict") or {}).get("one_seed"))
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
@@ -91,7 +92,8 @@ def accuracy_section(group: dict[str, Any], orderings: list[str]) -> list[str]:
     figs = group["figures"]
     return [
         "### Accuracy", "",
-        "Mean ± std over seeds (sample std), min and max of test top-1; n = completed runs.", "",
+        ("One seed: each value is a single run (no spread can be given)" if one_seed(group) else
+         "Mean ± std over seeds (sample std)") + ", min and max of test top-1; n = completed runs.", "",
         table(["ordering", "test top-1", "min", "max", "test top-5", "best val top-1", "n"], rows), "",
         image(figs, "accuracy", "test top-1 per ordering"), "", image(figs, "curves", "training curves"), "",
         "Runs:", "",
@@ -112,7 +114,8 @@ def cross_section(group: dict[str, Any]) -> list[str]:
             f"{fmt(check['max_abs_difference'], 6)} (training tested with: {', '.join(check['train_test_weights'])}).")
     return [
         "### Test-time ordering sensitivity (cross table)", "",
-        "Rows: training ordering; columns: ordering used at test time; cells: test top-1, mean ± std over seeds.", "",
+        "Rows: training ordering; columns: ordering used at test time; cells: test top-1, "
+        + ("one run each (one seed)." if one_seed(group) else "mean ± std over seeds."), "",
         table(["train \\ test", *cross["columns"]], rows), "", note, "",
         image(group["figures"], "cross", "cross table heatmap"), "",
     ]
@@ -132,13 +135,14 @@ def attention_section(group: dict[str, Any], orderings: list[str]) -> list[str]:
     lines += [
         f"From each run's attention/attention_final.npz (final weights, {probe['num_images']} probe images, "
         f"identical across runs: {'yes' if probe['identical_across_runs'] else 'NO'}). Metrics per run and block "
-        "(metrics_table) are in study.json; below, each run's stage mean (stage_summary), then mean ± std over seeds.",
+        "(metrics_table) are in study.json; below, each run's stage mean (stage_summary)"
+        + (" (one seed)." if one_seed(group) else ", then mean ± std over seeds."),
         "", image(figs, "paths", "orderings' paths on the stage-0 grid"), "",
     ]
-    for metric, title in METRICS.items():
-        rows = [[o] + [fmt_spread(stages["by_ordering"][o][str(s)][metric]) for s in stages["stages"]]
+    for metric in scalar_metrics():
+        rows = [[o] + [fmt_spread(stages["by_ordering"][o][str(s)][metric.name]) for s in stages["stages"]]
                 for o in orderings]
-        lines += [f"**{title}**", "", table(["ordering", *_stage_header(stages)], rows), ""]
+        lines += [f"**{metric.description}**", "", table(["ordering", *_stage_header(stages)], rows), ""]
     lines += [image(figs, "attention_metrics", "attention metrics per stage"), ""]
 
     within = att["within_stage_similarity"]
@@ -150,13 +154,17 @@ def attention_section(group: dict[str, Any], orderings: list[str]) -> list[str]:
     similarity = att["ordering_similarity"]
     if similarity["stages"]:
         lines += ["**Same block, different orderings** (compare_exports on the same probe images): cosine of the "
-                  "blocks' mean attention, mean ± std over the stage's blocks and seeds. Diagonal: the same ordering "
-                  "trained with another seed. Runs of one seed start from the same initial weights and see the same "
+                  "blocks' mean attention, "
+                  + ("mean over the stage's blocks (one seed). " if one_seed(group) else
+                     "mean ± std over the stage's blocks and seeds. ")
+                  + "Diagonal: the same ordering trained with another seed. Runs of one seed start from the same "
+                  "initial weights and see the same "
                   "batches whatever their ordering; the diagonal's pairs differ in both, so it measures "
                   "initialisation and data order, not the ordering.", ""]
         for stage in similarity["stages"]:
             cells = similarity["matrix"][str(stage)]
-            rows = [[a] + [fmt_spread(cells[a][b], 3) for b in orderings] for a in orderings]
+            show = (lambda cell: fmt(cell.get("mean"), 3)) if one_seed(group) else (lambda cell: fmt_spread(cell, 3))
+            rows = [[a] + [show(cells[a][b]) for b in orderings] for a in orderings]
             lines += [f"Stage {stage}:", "", table(["", *orderings], rows), ""]
         lines += [image(figs, "similarity", "similarity between orderings"), ""]
         if similarity["skipped"]:
@@ -186,6 +194,7 @@ def failure_section(group: dict[str, Any]) -> list[str]:
 
 def render(doc: dict[str, Any]) -> str:
     lines = header(doc)
+    lines += verdict_lines({name: g["verdict"] for name, g in doc["groups"].items() if g.get("verdict")})
     for name, group in doc["groups"].items():
         lines += [f"## {name}", "", describe(group), ""]
         lines += accuracy_section(group, doc["orderings"])

@@ -11,10 +11,10 @@ from typing import Any
 from patchorder.callbacks.common import blas_threads_like_torch
 from patchorder.training.results import jsonable
 
-from study import analysis, figures
-from study.collect import Evaluation, Run, curves, evaluations, training_runs
+from study import analysis, figures, verdict
+from study.collect import Evaluation, Run, ablations, curves, evaluations, training_runs
 from study.markdown import render
-from study.settings import Group, Plan, ordering_config
+from study.settings import Group, Plan, check_verdict, ordering_config
 
 REPORT_FORMAT = "patchorder.study-report/1"
 LOG_FILE = "study_log.json"
@@ -43,6 +43,15 @@ def cell_row(cell: Evaluation, plan: Plan) -> dict[str, Any]:
             "dir": relative(cell.dir, plan.study_dir), "error": cell.error}
 
 
+def scan_usage_rows(exports: dict) -> list[dict[str, Any]]:
+    """Each export's model-level scan usage (patchorder.attention.scan_usage, measured when it was written)."""
+    from patchorder.attention.scan_usage import MODEL_COLUMNS
+
+    return [{"train_ordering": ordering, "seed": seed, **{k: usage.get(k) for k in MODEL_COLUMNS}}
+            for (ordering, seed), export in exports.items()
+            if (usage := export.extra.get("scan_usage") or {})]
+
+
 def describe(runs: list[Run], group: Group) -> dict[str, Any]:
     """What was trained, from the first completed run's results.json."""
     first = next((r for r in runs if r.ok), None)
@@ -57,11 +66,12 @@ def describe(runs: list[Run], group: Group) -> dict[str, Any]:
 
 
 def stage0_grid(exports: dict, runs: list[Run]) -> tuple[int, int] | None:
+    """Stage 0's grid as the model said it: recorded in its attention export, else in the run's results.json."""
     for export in exports.values():
-        block = min(export.blocks, key=lambda b: b.stage)
-        return block.grid[0] * 2 ** block.stage, block.grid[1] * 2 ** block.stage
-    size = next(((r.results.get("data") or {}).get("image_size") for r in runs if r.ok), None)
-    return (size[0] // 4, size[1] // 4) if size else None
+        if export.extra.get("stage_grids"):
+            return tuple(export.extra["stage_grids"][0])
+    grids = next((r.results.get("stage_grids") for r in runs if r.ok and r.results.get("stage_grids")), None)
+    return tuple(grids[0]) if grids else None
 
 
 def explorers(plan: Plan, group: Group, runs: list[Run]) -> dict[str, Any]:
@@ -92,6 +102,7 @@ def explorers(plan: Plan, group: Group, runs: list[Run]) -> dict[str, Any]:
 def compile_group(plan: Plan, group: Group) -> dict[str, Any]:
     runs = training_runs(plan, group)
     cells = evaluations(plan, group, runs) if plan.cross_eval else []
+    ablation_cells = ablations(plan, group, runs) if plan.scan_ablation else []
     orderings, dpi = plan.orderings, plan.report["figure_dpi"]
     figure_dir = plan.path("figures")
     rows = [run_row(r, plan) for r in runs]
@@ -132,6 +143,9 @@ def compile_group(plan: Plan, group: Group) -> dict[str, Any]:
                   if c.train_ordering else relative(c.dir, plan.study_dir), "ordering": c.train_ordering,
                   "seed": c.seed, "status": c.status, "error": c.error} for c in cells
                  if c.status != "completed" or c.train_ordering is None]
+    failures += [{"kind": "scan ablation", "run": f"{c.train_ordering}_s{c.seed}" if c.train_ordering else
+                  relative(c.dir, plan.study_dir), "ordering": c.train_ordering, "seed": c.seed, "status": c.status,
+                  "error": c.error} for c in ablation_cells if c.status != "completed" or c.train_ordering is None]
     failures += [{"kind": "attention", "run": p["run"], "status": "missing", "error": p["error"]}
                  for p in export_problems]
     return {
@@ -141,6 +155,7 @@ def compile_group(plan: Plan, group: Group) -> dict[str, Any]:
         "accuracy": accuracy,
         "cross": cross,
         "cross_cells": [cell_row(c, plan) for c in cells],
+        "ablation_cells": [cell_row(c, plan) for c in ablation_cells],
         "diagonal_check": analysis.diagonal_check(runs, cells) if plan.cross_eval else None,
         "attention": {
             "probe": analysis.probe_check(exports),
@@ -149,6 +164,7 @@ def compile_group(plan: Plan, group: Group) -> dict[str, Any]:
             "within_stage_similarity": analysis.within_stage_similarity(exports, orderings),
             "ordering_similarity": similarity,
             "embedding_seed": embedding_seed,
+            "scan_usage": scan_usage_rows(exports),
         },
         "figures": {name: relative(path, plan.study_dir) for name, path in drawn.items() if path is not None},
         "explorers": explorers(plan, group, runs),
@@ -197,6 +213,9 @@ def compile_study(plan: Plan) -> dict[str, Any]:
         "launch": log,
         "groups": groups,
     })
+    for group in document["groups"].values():  # the answers, from the numbers above alone
+        settings = check_verdict(plan.report.get("verdict"))  # plans older than the verdict have none
+        group["verdict"] = jsonable(verdict.judge(group, plan.orderings, plan.seeds, settings))
     document["compile_seconds"] = round(time.time() - started, 1)
     (plan.study_dir / "study.json").write_text(json.dumps(document, indent=2) + "\n")
     (plan.study_dir / "study.md").write_text(render(document))

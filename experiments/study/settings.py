@@ -17,13 +17,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from patchorder.attention.embedding import METHODS
+
 REPO = Path(__file__).resolve().parents[2]
 STUDY_CONF = REPO / "experiments" / "conf"
 TRAIN_CONF = REPO / "conf"
 PLAN_FILE = "study_plan.json"
 FORMAT = "patchorder.study/1"
 CHECKPOINTS = ("best", "last")
-EXPLORER_METHODS = ("pca", "tsne", "umap")
+EXPLORER_METHODS = METHODS  # the explorer computes every embedding method patchorder has
 # Training keys the study sets itself, and the study key to use instead.
 RESERVED = {
     "ordering": "orderings=[row_major,spiral]",
@@ -45,6 +47,7 @@ class Group:
     train_overrides: list[str]  # preset's, data_overrides', then the command line's pass-through overrides
     train_dir: str  # the training sweep directory, relative to the study directory
     eval_dir: str  # the cross-evaluation sweep directory, relative to the study directory
+    ablation_dir: str = ""  # the scan-ablation sweep directory (eval.py ablation=scan); "" in older plans
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Plan:
     cross_eval: bool
     checkpoint: str
     report: dict[str, Any]
+    scan_ablation: bool = False  # every trained model also evaluated with its scans ablated (eval.py ablation=scan)
     command: list[str] = field(default_factory=list)
     created: str = ""
 
@@ -212,20 +216,44 @@ def check_report(report: dict[str, Any], orderings: list[str]) -> dict[str, Any]
     dpi = report.get("figure_dpi", 110)
     if not isinstance(dpi, int) or dpi < 30:
         raise StudyError(f"report.figure_dpi={dpi!r} must be an integer >= 30")
-    return {**report, "explorer_methods": methods, "compare": compare, "figure_dpi": dpi}
+    return {**report, "explorer_methods": methods, "compare": compare, "figure_dpi": dpi,
+            "verdict": check_verdict(report.get("verdict"))}
+
+
+VERDICT_DEFAULTS = {"alpha": 0.05, "confidence": 0.95, "min_scan_drop": 0.02, "min_cross_drop": 0.01}
+
+
+def check_verdict(verdict: dict[str, Any] | None) -> dict[str, float]:
+    """report.verdict: the significance level, the confidence of the intervals, and the accuracy drops (fractions)
+    below which the models are said not to use their scans (see study/verdict.py)."""
+    verdict = {**VERDICT_DEFAULTS, **(verdict or {})}
+    unknown = sorted(set(verdict) - set(VERDICT_DEFAULTS))
+    if unknown:
+        raise StudyError(f"report.verdict has unknown keys {unknown}; known: {', '.join(VERDICT_DEFAULTS)}")
+    for key, value in verdict.items():
+        low_open = key in ("alpha", "confidence")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 < value < 1 if low_open else 0 <= value <= 1):
+            raise StudyError(f"report.verdict.{key}={value!r} must be a number in "
+                             f"{'(0, 1)' if low_open else '[0, 1]'} (accuracies are fractions: 0.02 = 2 points)")
+    return {k: float(v) for k, v in verdict.items()}
+
+
+def last_group_choice_wins(overrides: list[str]) -> list[str]:
+    """Drop a config group choice (``experiment=quick``) that a later choice of the same group replaces
+    (``experiment=long_range`` in a data config's overrides): Hydra refuses two values for one group, while
+    for values (``trainer.max_epochs=3``) the last one already wins."""
+    groups = {p.name for p in TRAIN_CONF.iterdir() if p.is_dir()}
+    parsed = parse_overrides(overrides)
+    last = {o.key_or_group: i for i, o in enumerate(parsed) if o.key_or_group in groups and not o.is_add()
+            and not o.is_delete()}
+    return [line for i, (line, o) in enumerate(zip(overrides, parsed))
+            if o.key_or_group not in last or last[o.key_or_group] == i or o.is_add() or o.is_delete()]
 
 
 def default_study_dir() -> Path:
     root = Path(os.environ.get("PATCHORDER_ROOT") or ".")
     return root / "studies" / time.strftime("%Y-%m-%d_%H-%M-%S")
-
-
-def last_of_each_key(overrides: list[str]) -> list[str]:
-    """One override per key, the last given (the one Hydra applies), in the order of first appearance: a preset's
-    trainer.max_epochs=8 and the command line's trainer.max_epochs=1 become trainer.max_epochs=1, once."""
-    keys = [o.split("=", 1)[0] if "=" in o else o for o in overrides]
-    last = {key: o for key, o in zip(keys, overrides)}
-    return [last[key] for key in dict.fromkeys(keys)]
 
 
 def make_plan(args: list[str]) -> Plan:
@@ -249,9 +277,9 @@ def make_plan(args: list[str]) -> Plan:
                          "or choose a new study_dir=<directory>")
     groups = [
         Group(name=name,
-              train_overrides=last_of_each_key([*common, *_string_list(per_data.get(name), f"data_overrides.{name}"),
-                                                *train_overrides]),
-              train_dir=f"train_{name}", eval_dir=f"eval_{name}")
+              train_overrides=last_group_choice_wins(
+                  [*common, *_string_list(per_data.get(name), f"data_overrides.{name}"), *train_overrides]),
+              train_dir=f"train_{name}", eval_dir=f"eval_{name}", ablation_dir=f"ablation_{name}")
         for name in data
     ]
     return Plan(
@@ -259,7 +287,8 @@ def make_plan(args: list[str]) -> Plan:
         ordering_labels=ordering_labels(orderings),
         eval_overrides=_string_list(cfg["eval_overrides"], "eval_overrides"),
         launcher_overrides=launcher_overrides, parallel=parallel, cross_eval=bool(cfg["cross_eval"]),
-        checkpoint=cfg["checkpoint"], report=check_report(cfg["report"], orderings), command=list(args),
+        checkpoint=cfg["checkpoint"], report=check_report(cfg["report"], orderings),
+        scan_ablation=bool(cfg["scan_ablation"]), command=list(args),
         created=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
 
@@ -273,7 +302,7 @@ def check_overrides(plan: Plan) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from patchorder.training.config import register_resolvers, validate_train_config
-    from patchorder.training.errors import ConfigError
+    from patchorder.errors import ConfigError
 
     def job_overrides(overrides: list[str]) -> list[str]:  # launcher settings are checked when Hydra launches
         return [o for o in overrides if not o.lstrip("+~").startswith("hydra")]

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from patchorder.attention.export import AttentionExport
-from patchorder.attention.metrics import mean_attention
 
 METHODS = ("pca", "tsne", "umap")
 MAX_COMPONENTS = 50
@@ -113,8 +112,7 @@ def block_embeddings(export: AttentionExport, stage: int, methods: str | Iterabl
         raise ValueError(f"the export has no block in stage {stage}; it has stages {export.stages()}")
     vectors, points = [], []
     for b in blocks:
-        attn = b.attn if b.merged else b.attn.sum(axis=1)
-        for image, matrix in enumerate(attn):
+        for image, matrix in enumerate(b.merged_attention()):
             vectors.append(matrix)
             point = {"key": b.key, "block": b.block, "image": image}
             if image < len(export.labels):
@@ -136,7 +134,7 @@ def patch_embeddings(export: AttentionExport, stage: int, block: int, methods: s
     """
     methods = _check_methods(methods)
     b = export.block(stage, block)
-    rows = mean_attention(b)  # (L, L)
+    rows = b.mean_attention()  # (L, L)
     height, width = b.grid
     seq_pos = np.empty(rows.shape[0], dtype=np.int64)
     seq_pos[np.asarray(b.routes[0])] = np.arange(rows.shape[0])

@@ -39,6 +39,18 @@ class BlockAttention:
     def merged(self) -> bool:
         return self.attn.ndim == 3
 
+    def merged_attention(self) -> np.ndarray:
+        """(N, L, L): the merged attention, or the sum of the route matrices when the export keeps routes apart.
+
+        The sum equals the merged attention for linear reductions ("mean"); for "mean_abs" it bounds it from
+        above (routes are merged per channel before the absolute value).
+        """
+        return self.attn if self.merged else self.attn.sum(axis=1)
+
+    def mean_attention(self) -> np.ndarray:
+        """(L, L): :meth:`merged_attention` averaged over images."""
+        return self.merged_attention().mean(axis=0)
+
 
 @dataclass
 class AttentionExport:
@@ -62,6 +74,19 @@ class AttentionExport:
 
     def stages(self) -> list[int]:
         return sorted({b.stage for b in self.blocks})
+
+    def image_names(self) -> list[str]:
+        """One caption per probe image: "image 3: <class name>", "image 3: class 7" or "image 3"."""
+        names = []
+        for n in range(len(self.images)):
+            label = self.labels[n] if n < len(self.labels) else None
+            if label is None:
+                names.append(f"image {n}")
+            elif self.class_names and 0 <= label < len(self.class_names):
+                names.append(f"image {n}: {self.class_names[label]}")
+            else:
+                names.append(f"image {n}: class {label}")
+        return names
 
 
 LOG8_FLOOR = 1e-4  # log8 storage keeps values down to 1e-4 of their row's maximum, within 1.8%
@@ -132,6 +157,47 @@ def save(path: str | Path, export: AttentionExport, dtype=np.float32) -> Path:
     return path
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_META_TYPES = {"model": str, "ordering": str, "scheme": str, "reduce": str, "merge": str, "extra": dict}
+_BLOCK_CHECKS = {
+    "stage": lambda v: _is_int(v) and v >= 0,
+    "block": lambda v: _is_int(v) and v >= 0,
+    "grid": lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v),
+    "ordering": lambda v: isinstance(v, str),
+    "num_routes": lambda v: _is_int(v) and v > 0,
+    "merged": lambda v: isinstance(v, bool),
+}
+
+
+def check_meta(meta: dict, path: Path | str) -> None:
+    """An export is a file from a user and its fields end up in HTML: every field must have its type (ints are
+    ints, names are strings), and block keys must be what the stage and block numbers say."""
+    def bad(field: str, value: Any) -> ValueError:
+        return ValueError(f"{path}: attention export field {field} has an invalid value {value!r:.80}")
+
+    for field, kind in _META_TYPES.items():
+        if field in meta and not isinstance(meta[field], kind):
+            raise bad(field, meta[field])
+    if not isinstance(meta.get("labels", []), list) or not all(_is_int(v) for v in meta.get("labels", [])):
+        raise bad("labels", meta.get("labels"))
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(v, str) for v in names)):
+        raise bad("class_names", names)
+    if not isinstance(meta.get("blocks"), list):
+        raise bad("blocks", meta.get("blocks"))
+    for i, block in enumerate(meta["blocks"]):
+        if not isinstance(block, dict):
+            raise bad(f"blocks[{i}]", block)
+        for field, ok in _BLOCK_CHECKS.items():
+            if not ok(block.get(field)):
+                raise bad(f"blocks[{i}].{field}", block.get(field))
+        if block.get("key") != f"s{block['stage']}b{block['block']}":
+            raise bad(f"blocks[{i}].key", block.get("key"))
+
+
 def load(path: str | Path) -> AttentionExport:
     """Read an export written by :func:`save`; attention arrays come back as float32."""
     path = Path(path)
@@ -141,8 +207,10 @@ def load(path: str | Path) -> AttentionExport:
         if "meta" not in data.files:
             raise ValueError(f"{path} is not a patchorder attention export (no 'meta' entry)")
         meta = json.loads(str(data["meta"]))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: unsupported attention export format {meta.get('format')!r}, expected {FORMAT}")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{path}: unsupported attention export format {found!r}, expected {FORMAT}")
+        check_meta(meta, path)
         blocks = [
             BlockAttention(
                 stage=m["stage"], block=m["block"], grid=tuple(m["grid"]), ordering=m["ordering"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -9,9 +10,10 @@ from torch import nn
 
 from patchorder.attention.export import AttentionExport, BlockAttention
 from patchorder.attention.hidden import block_attention
-from patchorder.attention.kernel import DEFAULT_CHUNK_MB, MERGES
+from patchorder.attention.kernel import DEFAULT_CHUNK_MB, MERGES, REDUCES
 
-EXPORT_REDUCES = ("mean_abs", "mean")
+# An export holds channel-reduced matrices: per-channel ones ("none") would not fit in a file.
+EXPORT_REDUCES = tuple(r for r in REDUCES if r != "none")
 
 
 def _pretrained_cfg(model: nn.Module) -> dict:
@@ -42,6 +44,13 @@ def images_to_uint8(images: torch.Tensor, mean: Sequence[float] | None = None,
         hi = x.amax(dim=(1, 2, 3), keepdim=True)
         x = (x - lo) / (hi - lo).clamp_min(1e-12)
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _geometry(model: nn.Module, image_size: Sequence[int]) -> dict[str, Any]:
+    """Every stage's grid, as the model says it (models without ``stage_grids`` record none)."""
+    if not hasattr(model, "stage_grids"):
+        return {}
+    return {"stage_grids": [list(grid) for grid in model.stage_grids(int(image_size[0]), int(image_size[1]))]}
 
 
 def extract_attention(
@@ -84,6 +93,10 @@ def extract_attention(
     finally:
         model.train(was_training)
 
+    if not records:  # e.g. a wrapper whose forward never reaches the chosen blocks
+        raise ValueError(f"extract_attention: the forward pass of {type(model).__name__} ran none of the selected "
+                         f"SS2D blocks (stages={stages}, blocks={blocks}), so there is no attention to export")
+    scheme = records[0].scheme
     exported = []
     while records:  # free each record's tensors as soon as its attention is computed
         record = records.pop(0)
@@ -92,7 +105,6 @@ def extract_attention(
             stage=record.stage, block=record.block, grid=tuple(record.grid), ordering=record.ordering,
             attn=attn.float().cpu().numpy(), routes=record.routes.cpu().numpy(),
         ))
-        scheme = record.scheme
         if progress is not None:
             progress(exported[-1].key)
 
@@ -108,5 +120,5 @@ def extract_attention(
         merge=merge,
         labels=[int(v) for v in labels] if labels is not None else [],
         class_names=list(class_names) if class_names is not None else None,
-        extra={"image_size": list(images.shape[-2:])},
+        extra={"image_size": list(images.shape[-2:]), **_geometry(model, images.shape[-2:])},
     )

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from patchorder.attention.kernel import DEFAULT_CHUNK_MB, MERGES, REDUCES, patch_attention
-from patchorder.ops.selective_scan import check_ssm_shapes
+from patchorder.ops.shapes import check_ssm_shapes
 
 if TYPE_CHECKING:  # importing patchorder.models pulls in timm; the record is only duck-typed here
     from patchorder.models.records import SSMRecord

@@ -3,11 +3,29 @@
 All functions take patch-space attention as exported (rows = query patch, columns = key patch, raster order)
 with any leading dimensions (images, routes). Row weights are |attn| normalised to sum 1 per row; rows with no
 mass are left out. Results are plain floats / lists so they can go to JSON, W&B and the HTML explorer.
+
+The registry :data:`METRICS` is the one list of per-block metrics: :func:`metrics_table` computes every entry,
+and the callbacks (W&B scalars, metrics.json), the explorer's metrics panel and the ordering study (stage
+tables, figure panels, study.md) show every scalar entry, by its ``label`` and ``description``.
+
+Adding a metric is one entry in :data:`METRICS`::
+
+    Metric("far_mass", "mass beyond 4 patches", "Far mass (share of each row's attention more than 4 patches "
+           "away)", lambda v: 1 - neighbour_mass(v.attn, v.grid, 4))
+
+``compute`` gets a :class:`BlockView`: the block (its routes, grid, per-route attention when the export keeps
+routes apart), its merged attention ``attn`` (N, L, L), the previous block of its stage, and ``values``, the
+results of the entries listed before it (so an entry may reuse an earlier one, as ``distance_relative`` does).
+It returns a float (NaN or None when the block has no value). An entry with ``scalar=False`` may return any
+JSON value (a list per route, say); it is kept in metrics_table rows and metrics.json only.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -135,71 +153,129 @@ def matrix_similarity(a: np.ndarray, b: np.ndarray, method: str = "cosine") -> f
     return float(a @ b / denom) if denom > 0 else float("nan")
 
 
-def mean_attention(block: BlockAttention) -> np.ndarray:
-    """(L, L): the block's attention averaged over images, routes summed when the export keeps them apart."""
-    attn = block.attn if block.merged else block.attn.sum(axis=1)
-    return attn.mean(axis=0)
-
-
 def block_similarity_matrix(export: AttentionExport, stage: int,
                             method: str = "cosine") -> tuple[list[str], np.ndarray]:
     """Similarity between every pair of blocks of one stage (image-averaged matrices): (keys, (B, B))."""
     blocks = [b for b in export.blocks if b.stage == stage]
     if not blocks:
         raise ValueError(f"the export has no block in stage {stage}; it has stages {export.stages()}")
-    means = [mean_attention(b) for b in blocks]
+    means = [b.mean_attention() for b in blocks]
     sim = np.array([[matrix_similarity(x, y, method) for y in means] for x in means])
     return [b.key for b in blocks], sim
 
 
-def block_metrics(block: BlockAttention, radii: Sequence[int] = (1, 2), max_pairs: int = 500_000) -> dict:
-    """One row of :func:`metrics_table` for one block."""
-    attn = block.attn if block.merged else block.attn.sum(axis=1)  # (N, L, L)
-    grid = tuple(block.grid)
-    distance = attention_distance(attn, grid)
-    baseline = float(_pairwise_distance(grid).mean())  # uniform attention over the whole grid
-    row = {
-        "key": block.key, "stage": block.stage, "block": block.block, "grid": list(grid),
-        "ordering": block.ordering, "distance": distance,
-        "distance_relative": distance / baseline if baseline > 0 else float("nan"),
-    }
-    for r in radii:
-        row[f"neighbour_mass_r{r}"] = neighbour_mass(attn, grid, r)
-    row["coherence"] = sequence_coherence(attn, block.routes[0], max_pairs=max_pairs)
-    row["coherence_route"] = 0
-    return row
+# --- the registry ------------------------------------------------------------------------------------------
+@dataclass
+class BlockView:
+    """What a metric sees of one block; its merged and image-mean attention are computed once for all entries."""
+
+    block: BlockAttention
+    previous: BlockView | None  # the block before it in the same stage, None for a stage's first
+    values: dict[str, Any] = field(default_factory=dict)  # the entries listed before this one, by name
+    scan_usage: dict[str, Any] = field(default_factory=dict)  # this block's row of export.extra["scan_usage"]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.block.grid)
+
+    @cached_property
+    def attn(self) -> np.ndarray:
+        """(N, L, L): ``block.merged_attention()``."""
+        return self.block.merged_attention()
+
+    @cached_property
+    def mean(self) -> np.ndarray:
+        """(L, L): ``attn`` averaged over images."""
+        return self.attn.mean(axis=0)
 
 
-def metrics_table(export: AttentionExport, radii: Sequence[int] = (1, 2), max_pairs: int = 500_000) -> list[dict]:
-    """One JSON-friendly row per block: stage, block, distance, neighbour_mass_r1, coherence, similarity, ...
+@dataclass(frozen=True)
+class Metric:
+    """One registry entry: a value per block of an export."""
 
-    ``similarity_previous`` is the cosine similarity with the previous block of the same stage (None for the
-    first). NaN values (e.g. a block without attention mass) become None.
+    name: str  # metrics_table column, W&B key ("attention/s0b1/<name>"), study.json key
+    label: str  # short: the explorer's metrics panel, the study's figure panels
+    description: str  # one sentence: the study's markdown tables
+    compute: Callable[[BlockView], Any]  # float (NaN or None: no value) or, when not scalar, any JSON value
+    scalar: bool = True  # False: kept in metrics_table rows only (not averaged, logged, plotted or shown)
+
+
+def _relative_distance(view: BlockView) -> float:
+    baseline = float(_pairwise_distance(view.grid).mean())  # uniform attention over the whole grid
+    return view.values["distance"] / baseline if baseline > 0 else float("nan")
+
+
+def _similarity_previous(view: BlockView) -> float | None:
+    if view.previous is None:
+        return None
+    return matrix_similarity(view.previous.mean, view.mean)
+
+
+METRICS: list[Metric] = [
+    Metric("distance", "attention distance (patches)",
+           "Attention distance (patches, attention-weighted mean query-key distance on the grid)",
+           lambda v: attention_distance(v.attn, v.grid)),
+    Metric("distance_relative", "distance / uniform attention",
+           "Relative distance (attention distance / mean distance under uniform attention)", _relative_distance),
+    Metric("neighbour_mass_r1", "mass on neighbours (r=1)",
+           "Neighbour mass (share of each row's attention on the query's 3x3 neighbourhood)",
+           lambda v: neighbour_mass(v.attn, v.grid, 1)),
+    Metric("neighbour_mass_r2", "mass on neighbours (r=2)",
+           "Neighbour mass, r=2 (share of each row's attention on the query's 5x5 neighbourhood)",
+           lambda v: neighbour_mass(v.attn, v.grid, 2)),
+    Metric("coherence", "sequence coherence (Spearman)",
+           "Sequence coherence (Spearman: distance in the scan vs dissimilarity of attention rows)",
+           lambda v: sequence_coherence(v.attn, v.block.routes[0])),
+    Metric("similarity_previous", "cosine to previous block",
+           "Similarity to the previous block (cosine of the image-mean attention; none for a stage's first block)",
+           _similarity_previous),
+    # Measured on the model when the export was made (patchorder.attention.scan_usage), not from the attention.
+    Metric("scan_share", "scan share of the output",
+           "Scan share (norm of what the scan mixed in from other patches / (that + norm of the D skip))",
+           lambda v: v.scan_usage.get("scan_share")),
+    Metric("swap_change", "change under another ordering",
+           "Ordering-swap change (relative change of the block's output when it scans with another ordering)",
+           lambda v: v.scan_usage.get("swap_change")),
+]
+
+
+def scalar_metrics() -> list[Metric]:
+    """The registered metrics whose value is one number per block, in registry order."""
+    return [m for m in METRICS if m.scalar]
+
+
+def metrics_table(export: AttentionExport) -> list[dict]:
+    """One JSON-friendly row per block: key, stage, block, grid, ordering, then one column per :data:`METRICS` entry.
+
+    NaN values (e.g. a block without attention mass) become None.
     """
     rows = []
-    previous: dict[int, np.ndarray] = {}
+    previous: dict[int, BlockView] = {}
+    usage = {(u["stage"], u["block"]): u for u in (export.extra.get("scan_usage") or {}).get("blocks", [])}
     for block in sorted(export.blocks, key=lambda b: (b.stage, b.block)):
-        row = block_metrics(block, radii, max_pairs)
-        mean = mean_attention(block)
-        prev = previous.get(block.stage)
-        row["similarity_previous"] = None if prev is None else matrix_similarity(prev, mean)
-        previous[block.stage] = mean
-        rows.append(_json_ready(row))
+        view = BlockView(block, previous.get(block.stage), scan_usage=usage.get((block.stage, block.block), {}))
+        for metric in METRICS:
+            view.values[metric.name] = metric.compute(view)
+        view.__dict__.pop("attn", None)  # the next block needs only this one's mean: free the (N, L, L) copy
+        previous[block.stage] = view
+        rows.append(_json_ready({"key": block.key, "stage": block.stage, "block": block.block,
+                                 "grid": list(block.grid), "ordering": block.ordering, **view.values}))
     return rows
 
 
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def stage_summary(rows: list[dict]) -> list[dict]:
-    """Per stage: the mean over its blocks of every numeric column of :func:`metrics_table`."""
+    """Per stage: the mean over its blocks of every scalar metric of :func:`metrics_table` (None when none has one)."""
     out = []
     for stage in sorted({r["stage"] for r in rows}):
         members = [r for r in rows if r["stage"] == stage]
         summary = {"stage": stage, "blocks": len(members), "grid": members[0]["grid"]}
-        for name in members[0]:
-            if name in ("stage", "block", "coherence_route"):
-                continue
-            values = [m[name] for m in members if isinstance(m.get(name), (int, float))]
-            if values or all(m.get(name) is None for m in members):  # numbers, or a column that is empty here
-                summary[name] = float(np.mean(values)) if values else None
+        for metric in scalar_metrics():
+            values = [m[metric.name] for m in members if is_number(m.get(metric.name))]
+            summary[metric.name] = float(np.mean(values)) if values else None
         out.append(_json_ready(summary))
     return out
 
@@ -213,14 +289,14 @@ def compare_exports(a: AttentionExport, b: AttentionExport) -> list[dict]:
         block_b = next((x for x in b.blocks if x.key == block_a.key), None)
         if block_b is None or tuple(block_b.grid) != tuple(block_a.grid):
             continue
-        mean_a, mean_b = mean_attention(block_a), mean_attention(block_b)
+        mean_a, mean_b = block_a.mean_attention(), block_b.mean_attention()
         row = {"key": block_a.key, "stage": block_a.stage, "block": block_a.block,
                "ordering_a": block_a.ordering, "ordering_b": block_b.ordering,
                "cosine": matrix_similarity(mean_a, mean_b, "cosine"),
                "pearson": matrix_similarity(mean_a, mean_b, "pearson")}
-        for name in ("distance", "neighbour_mass_r1", "coherence"):
-            va, vb = rows_a[block_a.key].get(name), rows_b[block_a.key].get(name)
-            row[f"{name}_a"], row[f"{name}_b"] = va, vb
+        for metric in scalar_metrics():
+            row[f"{metric.name}_a"] = rows_a[block_a.key].get(metric.name)
+            row[f"{metric.name}_b"] = rows_b[block_a.key].get(metric.name)
         out.append(_json_ready(row))
     if not out:
         raise ValueError("the two exports share no block with the same stage, block and grid; nothing to compare")

@@ -29,17 +29,18 @@ from patchorder.attention import (
 )
 from patchorder.attention.export import stored
 from patchorder.attention.embedding import METHODS
+from patchorder.attention.extract import EXPORT_REDUCES
 from patchorder.attention.kernel import MERGES
-from patchorder.attention.metrics import mean_attention
+from patchorder.attention.metrics import is_number, scalar_metrics
+from patchorder.attention.scan_usage import MODEL_COLUMNS, scan_usage
 from patchorder.callbacks import render
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 PATCH_COLUMNS = ["stage", "block", "patch", "row", "col", "seq_pos", "x", "y", "method"]
 BLOCK_COLUMNS = ["stage", "block", "image", "label", "class_name", "x", "y", "method"]
 CSV_COLUMNS = ["mode", "stage", "block", "image", "label", "class_name", "patch", "row", "col", "seq_pos",
                "method", "x", "y"]
 NPZ_DTYPES = {"float32": np.float32, "float16": np.float16, "log8": "log8"}  # see patchorder.attention.export.save
-NOT_SCALARS = ("key", "stage", "block", "blocks", "grid", "ordering", "coherence_route")
 
 
 @dataclass
@@ -63,6 +64,9 @@ class AttentionOptions:
     npz_dtype: str = "float32"  # float16 halves the .npz; log8 (the configs' default) stores uint8 log codes
     report_methods: list[str] = field(default_factory=lambda: ["pca", "tsne"])  # the HTML explorer's layouts
     seed: int = 0  # t-SNE / UMAP
+    # Scan usage (patchorder.attention.scan_usage): each block's output is also computed with this ordering;
+    # None: not measured.
+    swap_ordering: str | None = "random"
 
     def __post_init__(self) -> None:
         self.stages = _int_list("stages", self.stages)
@@ -74,14 +78,14 @@ class AttentionOptions:
             raise ConfigError(f"num_images={self.num_images!r} must be a positive integer (probe images)")
         if self.merge not in MERGES:
             raise ConfigError(f"merge={self.merge!r}: choose one of {', '.join(MERGES)}")
-        if self.reduce not in ("mean_abs", "mean"):
-            raise ConfigError(f"reduce={self.reduce!r}: choose mean_abs or mean")
+        if self.reduce not in EXPORT_REDUCES:
+            raise ConfigError(f"reduce={self.reduce!r}: choose one of {', '.join(EXPORT_REDUCES)}")
         for name, methods in (("methods", self.methods), ("report_methods", self.report_methods)):
             unknown = [m for m in methods if m not in METHODS]
             if unknown:
                 raise ConfigError(f"{name}={methods}: unknown {unknown}; choose from {', '.join(METHODS)}")
         if self.embeddings and not self.methods:
-            raise ConfigError("embeddings=true needs at least one of methods=[pca, tsne, umap]")
+            raise ConfigError(f"embeddings=true needs at least one of methods=[{', '.join(METHODS)}]")
         if self.npz_dtype not in NPZ_DTYPES:
             raise ConfigError(f"npz_dtype={self.npz_dtype!r}: choose one of {', '.join(NPZ_DTYPES)}")
         if not (isinstance(self.min_px, int) and isinstance(self.max_px, int) and 1 <= self.min_px <= self.max_px):
@@ -137,10 +141,8 @@ def check_selection(model: nn.Module, options: AttentionOptions, image_size: Seq
     if missing:
         raise ConfigError(f"attention blocks {missing} exist in none of the chosen stages; the model has "
                           f"(stage, block) {present}")
-    info = getattr(model, "feature_info", None)
-    if info:  # timm's feature_info: stage 0's reduction is the patch size
-        reduction = info[0]["reduction"]
-        grid0 = (int(image_size[0]) // reduction, int(image_size[1]) // reduction)
+    if hasattr(model, "stage_grids"):
+        grid0 = model.stage_grids(int(image_size[0]), int(image_size[1]))[0]
         try:
             render.resolve_queries(options.query_patches, grid0)
         except ValueError as error:
@@ -172,6 +174,8 @@ def probe_export(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, d
                                    progress=lambda key: (bar.set_postfix_str(key, refresh=False), bar.update()))
     if hasattr(datamodule, "to_display"):  # the data's own normalisation, not the model's default
         export.images = np.asarray(datamodule.to_display(images.cpu()))
+    if options.swap_ordering is not None:
+        export.extra["scan_usage"] = scan_usage(model, images, swap=options.swap_ordering)
     return export
 
 
@@ -192,6 +196,7 @@ class RenderedAttention:
     metrics: list[dict]  # metrics_table rows
     stages: list[dict]  # stage_summary rows
     embeddings: dict[str, EmbeddingTable]  # "s0b1/patches_pca", "stage0/blocks_pca"
+    scan_usage: dict = field(default_factory=dict)  # patchorder.attention.scan_usage's result, when measured
 
     def scalars(self) -> dict[str, float]:
         """Numeric metrics as flat keys: "s0b1/distance", "stage0/neighbour_mass_r1", ... (None values left out)."""
@@ -199,36 +204,34 @@ class RenderedAttention:
         for prefix, rows in (("", self.metrics), ("stage", self.stages)):
             for row in rows:
                 name = row["key"] if not prefix else f"stage{row['stage']}"
-                for column, value in row.items():
-                    if column not in NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                        out[f"{name}/{column}"] = float(value)
+                for metric in scalar_metrics():
+                    if is_number(row.get(metric.name)):
+                        out[f"{name}/{metric.name}"] = float(row[metric.name])
+        out.update({f"scan/{k}": float(v) for k, v in self.scan_usage.items() if k in MODEL_COLUMNS})
         return out
 
 
-def _captions(export: AttentionExport) -> list[str]:
-    names = export.class_names or []
-    out = []
-    for n in range(len(export.images)):
-        label = export.labels[n] if n < len(export.labels) else None
-        name = names[label] if label is not None and label < len(names) else label
-        out.append(f"image {n}" + (f": {name}" if name is not None else ""))
-    return out
-
-
 def _stage0_grid(export: AttentionExport) -> tuple[int, int]:
-    """Stage 0's grid, from any block (VMamba halves the grid per stage)."""
-    b = min(export.blocks, key=lambda x: x.stage)
-    return b.grid[0] * 2**b.stage, b.grid[1] * 2**b.stage
+    """Stage 0's grid: as the model said it when the export was made (``extract_attention`` records it), else
+    the grid of an exported stage-0 block (an export put together by hand)."""
+    grids = export.extra.get("stage_grids")
+    if grids:
+        return int(grids[0][0]), int(grids[0][1])
+    stage0 = [b for b in export.blocks if b.stage == 0]
+    if not stage0:
+        raise ValueError("this attention export records no stage_grids and has no stage-0 block: the query patches "
+                         "cannot be placed; export it again with extract_attention")
+    return tuple(stage0[0].grid)
 
 
 def render_attention(export: AttentionExport, options: AttentionOptions) -> RenderedAttention:
     draw = {"cmap": options.cmap, "scale": options.scale, "floor": options.log_floor}
-    captions = _captions(export)
+    captions = export.image_names()
     points = render.resolve_queries(options.query_patches, _stage0_grid(export))
     pictures: dict[str, list[tuple[np.ndarray, str]]] = {}
     for b in export.blocks:
-        per_image = b.attn if b.merged else b.attn.sum(axis=1)  # (N, L, L)
-        pictures[f"{b.key}/matrix"] = [(render.matrix_picture(mean_attention(b), min_px=options.min_px,
+        per_image = b.merged_attention()  # (N, L, L)
+        pictures[f"{b.key}/matrix"] = [(render.matrix_picture(b.mean_attention(), min_px=options.min_px,
                                                               max_px=options.max_px, **draw), "mean over images")]
         if options.per_image_matrices:
             pictures[f"{b.key}/matrix_per_image"] = [
@@ -241,7 +244,7 @@ def render_attention(export: AttentionExport, options: AttentionOptions) -> Rend
                 for image, m, c in zip(export.images, per_image, captions)]
     rows = metrics_table(export)
     embeddings = _embedding_tables(export, options) if options.embeddings else {}
-    return RenderedAttention(pictures, rows, stage_summary(rows), embeddings)
+    return RenderedAttention(pictures, rows, stage_summary(rows), embeddings, export.extra.get("scan_usage") or {})
 
 
 def _embedding_tables(export: AttentionExport, options: AttentionOptions) -> dict[str, EmbeddingTable]:
@@ -330,7 +333,7 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
         "tag": tag, **(meta or {}), "model": export.model, "ordering": export.ordering, "scheme": export.scheme,
         "merge": export.merge, "reduce": export.reduce, "num_images": int(len(export.images)),
         "labels": list(export.labels), "npz": paths["npz"].name, "blocks": rendered.metrics,
-        "stages": rendered.stages, "write_seconds": round(seconds, 3),
+        "stages": rendered.stages, "scan_usage": rendered.scan_usage or None, "write_seconds": round(seconds, 3),
     }
     paths["metrics"] = out_dir / f"{tag}_metrics.json"
     paths["metrics"].write_text(json.dumps(document, indent=2) + "\n")

@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 
 def eval_network(pl_module: L.LightningModule) -> nn.Module:

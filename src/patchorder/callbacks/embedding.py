@@ -20,7 +20,7 @@ from torch import nn
 
 from patchorder.callbacks import common
 from patchorder.callbacks.wandb_media import STEP_KEY
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 PREFIX = "embeddings"
 LABEL_COLUMNS = ["sample", "label", "class_name", "prediction", "predicted_class", "correct"]

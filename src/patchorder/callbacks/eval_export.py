@@ -14,7 +14,7 @@ from patchorder.callbacks import common
 from patchorder.callbacks.attention_files import (
     check_selection, make_options, paths_as_strings, probe_export, write_attention_artifacts,
 )
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
 TAG = "attention_eval"
 DEVICES = ("auto", "cpu", "cuda")

@@ -38,13 +38,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from patchorder.errors import DataConfigError  # noqa: F401  (re-exported: data modules raise it)
+
 from patchorder.data.sampling import EpochShuffleSampler, probe_indices
 
 SPLITS = ("train", "val", "test")
-
-
-class DataConfigError(ValueError):
-    """A data setting or data file is wrong; the message says what and how to fix it."""
 
 
 def as_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from patchorder.data.base import DataConfigError
+from patchorder.errors import DataConfigError
 from patchorder.data.in_memory import InMemoryDataModule
 from patchorder.data.sampling import stratified_split
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import struct
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,15 +18,11 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from patchorder.data.base import DataConfigError
+from patchorder.errors import CorruptImageError, DataConfigError
 from patchorder.data.sampling import mix_seed
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 Sample = tuple[str, int]  # (path, class index)
-
-
-class CorruptImageError(DataConfigError):
-    pass
 
 
 def is_image_file(name: str) -> bool:
@@ -127,17 +125,65 @@ def cap_per_class(samples: list[Sample], cap: int | None, seed: int, class_names
     return kept
 
 
+# What PIL raises for a file it cannot decode (truncated, not an image, bad header, decompression bomb). Anything
+# else (MemoryError, KeyboardInterrupt, a bug) is not a corrupt image and propagates as itself.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+# Modes converted here; the rest PIL converts to RGB correctly itself (L, P, RGB, CMYK, YCbCr, ...).
+_WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(image: Image.Image, path: str) -> Image.Image:
+    """RGB whatever the file's mode: alpha is composited over white (transparent pixels' colours are arbitrary),
+    16-bit grayscale is scaled to 8 bits (PIL's convert would clip it to white), CMYK and palettes by PIL."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in _WITH_ALPHA:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in _SIXTEEN_BIT:
+        values = np.asarray(image, dtype=np.int64)
+        if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+            raise CorruptImageError(f"image {path} has mode {image.mode} with values outside 0..65535: only 8- and "
+                                    f"16-bit images are supported; convert it to an 8-bit RGB file")
+        return Image.fromarray((values * 255 // 65535).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("F", "I;32"):
+        raise CorruptImageError(f"image {path} has mode {image.mode} (floating point or 32-bit): convert it to an "
+                                f"8-bit RGB file")
+    return image.convert("RGB")
+
+
 def open_rgb(path: str, draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Decode an image fully as RGB (grayscale is replicated); any failure names the file."""
+    """Decode an image fully as RGB (see :func:`to_rgb`); a decode failure names the file."""
     try:
         with Image.open(path) as image:
             if draft_size is not None:
                 image.draft("RGB", draft_size)  # JPEG: decode at reduced scale, still reads the whole file
-            return image.convert("RGB")
-    except Exception as error:  # PIL raises several types (OSError, SyntaxError, ValueError, ...)
+            image.load()
+            return to_rgb(image, path)
+    except CorruptImageError:
+        raise
+    except DECODE_ERRORS as error:
         raise CorruptImageError(
             f"cannot decode image {path} ({type(error).__name__}: {error}): delete or replace the file"
         ) from error
+
+
+_CORRUPT_PATH = re.compile(r"cannot decode image (.+?) \(")
+
+
+def still_corrupt(error_message: str) -> list[str]:
+    """The images an earlier run's error named as undecodable that still exist and still cannot be decoded
+    (a resume checks these first instead of training until it meets them again)."""
+    bad = []
+    for path in dict.fromkeys(_CORRUPT_PATH.findall(error_message or "")):
+        if Path(path).is_file():
+            try:
+                open_rgb(path, draft_size=(64, 64))
+            except CorruptImageError:
+                bad.append(path)
+    return bad
 
 
 def check_decodable(paths: Sequence[str], workers: int) -> None:
@@ -148,7 +194,7 @@ def check_decodable(paths: Sequence[str], workers: int) -> None:
             open_rgb(path, draft_size=(64, 64))
         except CorruptImageError as error:
             cause = error.__cause__
-            return f"{path} ({type(cause).__name__}: {cause})"
+            return f"{path} ({type(cause).__name__}: {cause})" if cause is not None else str(error)
         return None
 
     # PIL releases the GIL while decoding, so threads help.

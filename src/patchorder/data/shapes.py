@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from patchorder.data import shapes_generator as gen
-from patchorder.data.base import DataConfigError
+from patchorder.errors import DataConfigError
 from patchorder.data.in_memory import InMemoryDataModule
 
 

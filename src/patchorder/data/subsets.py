@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patchorder.data.base import DataConfigError
+from patchorder.errors import DataConfigError
 
 BUNDLED = ("imagenette", "imagewoof", "imagenet100")
 WNID = re.compile(r"^n\d{8}$")

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from patchorder.attention.embedding import METHODS
 from patchorder.explore.report import write_report
 from patchorder.explore.source import ExplorerInputError, find_export
 
@@ -21,8 +22,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="HTML file to write (default: next to the export, same name, .html)")
     parser.add_argument("--compare", nargs="+", metavar="OTHER_NPZ_OR_RUN_DIR",
                         help="a second export shown side by side with linked selection")
-    parser.add_argument("--methods", default="pca,tsne,umap",
-                        help="projections to precompute, comma-separated from pca,tsne,umap (default: all three)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"projections to precompute, comma-separated from {','.join(METHODS)} (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of t-SNE / UMAP (default 0)")
     parser.add_argument("--max-mb", type=float, default=15.0,
                         help="file size budget in MB; optional views that do not fit are left out and named (default 15)")

@@ -335,7 +335,7 @@
     const perImage = state.image !== "mean";
     if (points.kind === "blocks") {
       side.legend.innerHTML = "<span>colour = block:</span>" + context.stageBlocks
-        .map((b, i) => `<span><i style="background:${blockColor(i)}"></i>block ${b}</span>`).join("") +
+        .map((b, i) => `<span><i style="background:${blockColor(i)}"></i>block ${escapeHtml(String(b))}</span>`).join("") +
         "<span>one point per (block, image); ringed: the selected block" + (perImage ? " and image" : "") + "</span>";
       side.scatterCaption.textContent = `${methodName} of every (block, image) attention matrix of stage ${state.stage}; click a point to open it`;
       return;
@@ -690,7 +690,7 @@
     rows.push(`<tr><td>grid</td><td class="value">${H} x ${W}</td></tr>`);
     rows.push(`<tr><td>routes</td><td class="value">${escapeHtml(block.route_names.join(", "))}</td></tr>`);
     rows.push(`<tr><td>stored as</td><td class="value">${block.encoding === "log8" ? "uint8 log scale" : "float16"}</td></tr>`);
-    table.innerHTML = `<caption>stage ${block.stage} block ${block.block} (${escapeHtml(variant.reduce)})</caption>${rows.join("")}`;
+    table.innerHTML = `<caption>stage ${escapeHtml(String(block.stage))} block ${escapeHtml(String(block.block))} (${escapeHtml(variant.reduce)})</caption>${rows.join("")}`;
     const n = side.data.images.n;
     side.metricsNote.textContent = `Metrics over all ${n} images` +
       (state.image === "mean" ? "." : `, not only ${side.data.image_names[state.image]}.`);

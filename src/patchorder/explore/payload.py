@@ -13,21 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
-from patchorder.attention.embedding import block_embeddings, patch_embeddings
+from orderings import route_names
+from patchorder.attention.embedding import METHODS, block_embeddings, patch_embeddings
 from patchorder.attention.export import AttentionExport, BlockAttention
-from patchorder.attention.metrics import compare_exports, metrics_table
+from patchorder.attention.metrics import compare_exports, metrics_table, scalar_metrics
 from patchorder.explore.packing import Packer, encode_matrix
-
-# Metrics of patchorder.attention.metrics.metrics_table as the page names them; other numeric columns keep their name.
-METRIC_LABELS = {
-    "distance": "attention distance (patches)",
-    "distance_relative": "distance / uniform attention",
-    "neighbour_mass_r1": "mass on neighbours (r=1)",
-    "neighbour_mass_r2": "mass on neighbours (r=2)",
-    "coherence": "sequence coherence (Spearman)",
-    "similarity_previous": "cosine to previous block",
-}
-NOT_METRICS = {"key", "stage", "block", "grid", "ordering", "coherence_route"}
 
 # What the heatmap's numbers are, per channel reduction (patchorder.attention.kernel), in one line each.
 REDUCE_MEANINGS = {
@@ -36,16 +26,10 @@ REDUCE_MEANINGS = {
     "mean": "mean over the block's channels of the signed alpha[query, key] (no unit; channels of opposite sign cancel)",
 }
 
-ROUTE_NAMES = {
-    "cross4": ["forward", "transposed", "reverse", "transposed reverse"],
-    "bidirectional": ["forward", "reverse"],
-    "single": ["forward"],
-}
-
 
 @dataclass
 class Options:
-    methods: tuple[str, ...] = ("pca", "tsne", "umap")
+    methods: tuple[str, ...] = METHODS
     seed: int = 0
     encoding: str = "auto"  # "auto": log8 for non-negative blocks, f16 for signed ones; or force "f16"
     floor: float = 1e-4  # log8: smallest value kept, relative to its row's maximum
@@ -66,33 +50,6 @@ class _Candidate:
     encoding: str
     floor: float
     description: str
-
-
-def route_names(scheme: str, count: int) -> list[str]:
-    names = ROUTE_NAMES.get(scheme, [])
-    return names if len(names) == count else [f"route {k}" for k in range(count)]
-
-
-def image_names(export: AttentionExport) -> list[str]:
-    names = []
-    for n in range(len(export.images)):
-        label = export.labels[n] if n < len(export.labels) else None
-        if label is None:
-            names.append(f"image {n}")
-        elif export.class_names and 0 <= label < len(export.class_names):
-            names.append(f"image {n}: {export.class_names[label]}")
-        else:
-            names.append(f"image {n}: class {label}")
-    return names
-
-
-def merged_attention(block: BlockAttention) -> np.ndarray:
-    """(N, L, L): the block's merged attention, or the sum of its route matrices when the export keeps routes apart.
-
-    The sum equals the merged attention for linear reductions ("mean"); for "mean_abs" it bounds it from above
-    (routes are merged per channel before the absolute value), and the page labels it as a sum of routes.
-    """
-    return block.attn if block.merged else block.attn.sum(axis=1)
 
 
 def check_compatible(exports: Sequence[AttentionExport], labels: Sequence[str], what: str) -> None:
@@ -125,7 +82,7 @@ def _encoding_for(block: BlockAttention, options: Options) -> str:
 def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttention, options: Options,
                    metrics: list, candidates: list[_Candidate], where: str) -> dict:
     encoding = _encoding_for(block, options)
-    merged = merged_attention(block)
+    merged = block.merged_attention()  # a sum of routes when they are kept apart; the page says so
     name = f"{block.key} ({where})" if where else block.key
     height, width = block.grid
     names = route_names(export.scheme, int(block.routes.shape[0]))
@@ -175,12 +132,11 @@ def _stage_embeddings(packer: Packer, export: AttentionExport, options: Options)
 
 def metric_rows(export: AttentionExport, other: AttentionExport | None = None,
                 table: list | None = None) -> dict[str, list]:
-    """Per block key: [[label, value], ...] from metrics_table (or ``table``, its rows already computed), plus the
-    similarity to the compared export."""
+    """Per block key: [[label, value], ...] of every scalar metric (from ``table``, metrics_table rows already
+    computed, when given), plus the similarity to the compared export."""
     rows = {}
     for row in metrics_table(export) if table is None else table:
-        rows[row["key"]] = [[METRIC_LABELS.get(name, name), value] for name, value in row.items()
-                            if name not in NOT_METRICS and (value is None or isinstance(value, (int, float)))]
+        rows[row["key"]] = [[metric.label, row[metric.name]] for metric in scalar_metrics()]
     if other is not None:
         for row in compare_exports(export, other):
             rows[row["key"]] += [["cosine to other side", row["cosine"]], ["Pearson to other side", row["pearson"]]]
@@ -211,7 +167,7 @@ def _side_payload(packer: Packer, exports: Sequence[AttentionExport], label: str
         "label": label, "model": first.model, "ordering": first.ordering, "scheme": first.scheme,
         "images": {"n": int(images.shape[0]), "h": int(images.shape[1]), "w": int(images.shape[2]),
                    "pixels": packer.add(images, "u8")},
-        "image_names": image_names(first),
+        "image_names": first.image_names(),
         "stages": first.stages(),
         "variants": [_variant_payload(packer, e, options, candidates,
                                       ", ".join(x for x in (where, e.reduce if len(exports) > 1 else "") if x),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from patchorder.attention.embedding import METHODS
 from patchorder.attention.export import AttentionExport
 from patchorder.explore.packing import Packer
 from patchorder.explore.payload import REDUCE_MEANINGS, Options, build_payload
@@ -91,7 +92,7 @@ def build_report(export_or_path: Source | Sequence[Source], out_path: str | Path
 
 def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path,
                  compare: Source | Sequence[Source] | None = None, *, title: str | None = None,
-                 methods: Sequence[str] = ("pca", "tsne", "umap"), seed: int = 0, max_mb: float = 15.0,
+                 methods: Sequence[str] = METHODS, seed: int = 0, max_mb: float = 15.0,
                  encoding: str = "auto", floor: float = 1e-4, colour_scale: str = "log",
                  log_floor: float = 1e-3, max_layout_points: int = 1024,
                  metrics: Sequence[dict] | None = None) -> Report:
@@ -115,9 +116,9 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
         raise ValueError(f"log_floor must be in (0, 1) (smallest value shown, relative to the maximum), got {log_floor}")
     if max_mb <= 0:
         raise ValueError(f"max_mb must be positive, got {max_mb}")
-    unknown = sorted(set(methods) - {"pca", "tsne", "umap"})
+    unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
-        raise ValueError(f"methods must be a non-empty subset of pca, tsne, umap; got {list(methods)}")
+        raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}; got {list(methods)}")
     sides = [_load_side(export_or_path)]
     if compare is not None:
         sides.append(_load_side(compare))

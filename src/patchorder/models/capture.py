@@ -1,4 +1,5 @@
-"""Switch on, for the length of a ``with`` block, the recording of what each SS2D block's selective scan computed."""
+"""Switches on a model's SS2D blocks for the length of a ``with`` block: recording what each selective scan
+computed (:func:`capture_ssm`), and the scan ablation (:func:`scan_ablation`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -45,3 +46,24 @@ def capture_ssm(
     finally:
         for op in chosen:
             op.capture_sink = None
+
+
+@contextmanager
+def scan_ablation(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """``with scan_ablation(model): model(x)`` runs every SS2D with its selective scan replaced by the D skip.
+
+    Each scan then returns ``D * u``: the block keeps its projections, conv, norm and gate-free output path, but
+    no patch sees any other patch through the scan. Comparing accuracy with and without it says how much of a
+    result depends on the scan at all. ``enabled=False`` is a no-op (convenient for optional ablations).
+    """
+    ops = [m for m in model.modules() if isinstance(m, SS2D)]
+    if not ops:
+        raise ValueError(f"scan_ablation: {type(model).__name__} has no SS2D block to ablate")
+    previous = [op.scan_ablated for op in ops]
+    for op in ops:
+        op.scan_ablated = bool(enabled) or op.scan_ablated
+    try:
+        yield model
+    finally:
+        for op, was in zip(ops, previous):
+            op.scan_ablated = was

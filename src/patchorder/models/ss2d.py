@@ -21,6 +21,11 @@ from patchorder.models.records import SSMRecord
 from patchorder.ops import selective_scan
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors in float32; float32 and float64 (the oracles' precision) as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def cross_scan(x: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
     """(B, D, L) raster-order features -> (B, K, D, L): route k visits raster index routes[k, s] at position s."""
     batch, channels, length = x.shape
@@ -107,11 +112,19 @@ class SS2D(nn.Module):
 
         self._index_cache: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         self.capture_sink: list[SSMRecord] | None = None  # set by patchorder.models.capture_ssm
+        # True: the selective scan is replaced by its D skip (y = D * u), so nothing is mixed along the sequence.
+        # Set through patchorder.models.scan_ablation; a question asked of a trained model, not a training mode.
+        self.scan_ablated = False
 
     def extra_repr(self) -> str:
         return (f"ordering={self.ordering.label!r}, scan_scheme={self.scan_scheme!r}, K={self.num_routes}, "
                 f"d_inner={self.d_inner}, d_state={self.d_state}, dt_rank={self.dt_rank}, "
-                f"scan_backend={self.scan_backend!r}")
+                f"scan_backend={self.scan_backend!r}" + (", scan_ablated=True" if self.scan_ablated else ""))
+
+    def set_ordering(self, ordering) -> None:
+        """Scan with another ordering from now on (the weights stay; cached routes are rebuilt)."""
+        self.ordering = orderings.resolve(ordering)
+        self._index_cache.clear()
 
     def route_indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(routes, inverse routes), each (K, L), computed once per grid and device."""
@@ -146,7 +159,15 @@ class SS2D(nn.Module):
         Bs, Cs = Bs.contiguous(), Cs.contiguous()
         D_skip = self.Ds.float()
         delta_bias = self.dt_projs_bias.view(-1).float()
-        ys = selective_scan(u, delta, A, Bs, Cs, D_skip, delta_bias, delta_softplus=True, backend=self.scan_backend)
+        if self.scan_ablated:
+            ys = u * D_skip[None, :, None].to(u.dtype)
+        else:
+            # The scan runs in float32 under any autocast: in half precision its long products of decays lose the
+            # state (VMamba users report NaN losses). Its inputs come from bf16/fp16 matmuls under autocast.
+            with torch.autocast(x.device.type, enabled=False):
+                ys = selective_scan(_at_least_float32(u), _at_least_float32(delta), A, _at_least_float32(Bs),
+                                    _at_least_float32(Cs), D_skip, delta_bias, delta_softplus=True,
+                                    backend=self.scan_backend)
 
         if self.capture_sink is not None:
             self._record(routes, (height, width), u, delta, delta_bias, A, Bs, Cs, D_skip, ys)

@@ -18,6 +18,10 @@ from orderings import SCHEMES, Ordering, resolve
 from patchorder.models.ss2d import SS2D
 
 
+INITS = ("vmamba", "scan_ready")
+SCAN_READY_X_PROJ_GAIN = 8.0
+
+
 class Permute(nn.Module):
     """``x.permute(*dims)`` as a module, to switch between NCHW convolutions and channels-last blocks."""
 
@@ -33,18 +37,20 @@ class Permute(nn.Module):
 
 
 def patch_embed_v2(in_chans: int, embed_dim: int, patch_size: int = 4) -> nn.Sequential:
-    """Two stride-(patch_size/2) 3x3 convs with norm + GELU between; NCHW in, channels-last out.
+    """A stride-2 then a stride-(patch_size/2) conv with norm + GELU between (stride patch_size in all); NCHW in,
+    channels-last out. At patch_size 4 this is the official module (two stride-2 3x3 convs).
 
     Indices 0/2/5/7 hold the weights, as in the official module; 1 and 3 are placeholders kept for that reason.
     """
-    stride = patch_size // 2
+    second = patch_size // 2
     return nn.Sequential(
-        nn.Conv2d(in_chans, embed_dim // 2, kernel_size=stride + 1, stride=stride, padding=1),
+        nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1),
         nn.Identity(),
         LayerNorm2d(embed_dim // 2, eps=1e-5),
         nn.Identity(),
         nn.GELU(),
-        nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=stride + 1, stride=stride, padding=1),
+        # kernel stride+1 (3 at least) with padding 1 maps a side of n * stride to exactly n
+        nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=max(3, second + 1), stride=second, padding=1),
         Permute(0, 2, 3, 1),
         LayerNorm(embed_dim, eps=1e-5),
     )
@@ -85,6 +91,11 @@ class VMamba(nn.Module):
             ``(H, W) -> permutation`` or a Hydra ``_target_`` mapping), or a list with one per stage.
         scan_scheme: "cross4" (VMamba's four routes), "bidirectional" or "single".
         scan_backend: selective-scan backend, "auto" picks the fastest available for the tensors' device.
+        init: "vmamba" (official: every linear layer truncated-normal, std 0.02) or "scan_ready" (SS2D's in_proj
+            and out_proj keep nn.Linear's default init, as mamba-ssm's Mamba block does, and x_proj is scaled by
+            8). The scan's mixing term C (sum delta B u) is third order in the activations: under "vmamba" it
+            starts at ~1e-4 of the D skip (scan share, patchorder.attention.scan_usage), under "scan_ready" at
+            ~0.1, so a small model trained for minutes can learn to use its scan (see experiment=long_range).
         depths, dims: blocks per stage and channels (an int doubles per stage, as the official ``dims=96``).
         d_state, ssm_ratio, dt_rank, d_conv, conv_bias: SS2D sizes (official ``ssm_*`` arguments).
         Remaining arguments as in timm models.
@@ -111,6 +122,7 @@ class VMamba(nn.Module):
         ordering: Any = "row_major",
         scan_scheme: str = "cross4",
         scan_backend: str = "auto",
+        init: str = "vmamba",
         **kwargs: Any,
     ):
         super().__init__()
@@ -118,8 +130,11 @@ class VMamba(nn.Module):
             raise TypeError(f"VMamba got unexpected arguments: {', '.join(sorted(kwargs))}")
         if scan_scheme not in SCHEMES:
             raise ValueError(f"unknown scan_scheme {scan_scheme!r}; choose one of {', '.join(SCHEMES)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
         if patch_size < 2 or patch_size % 2:
-            raise ValueError(f"patch_size must be an even number >= 2 (two stride-patch_size/2 convs), got {patch_size}")
+            raise ValueError(f"patch_size must be an even number >= 2 (a stride-2 conv, then stride patch_size/2), "
+                             f"got {patch_size}")
         depths = [int(d) for d in depths]
         num_stages = len(depths)
         dims = [int(dims * 2**i) for i in range(num_stages)] if isinstance(dims, int) else [int(d) for d in dims]
@@ -131,14 +146,16 @@ class VMamba(nn.Module):
         self.in_chans = in_chans
         self.depths, self.dims = depths, dims
         self.num_features = self.head_hidden_size = dims[-1]
-        self.stride = patch_size * 2 ** (num_stages - 1)
+        # The one source of the model's geometry: stage i sees the image at stride patch_size * 2**i.
+        self.stage_strides = [patch_size * 2**i for i in range(num_stages)]
+        self.stride = self.stage_strides[-1]
         self.scan_scheme = scan_scheme
         self.feature_info = [
-            dict(num_chs=dims[i], reduction=patch_size * 2**i, module=f"layers.{i}") for i in range(num_stages)
+            dict(num_chs=dims[i], reduction=self.stage_strides[i], module=f"layers.{i}") for i in range(num_stages)
         ]
 
         self.patch_embed = patch_embed_v2(in_chans, dims[0], patch_size)
-        drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_paths = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # cpu: works on meta
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             blocks = [
@@ -160,6 +177,12 @@ class VMamba(nn.Module):
             head=nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity(),
         ))
         self.apply(_init_weights)
+        if init == "scan_ready":
+            for op in self.ss2d_blocks():
+                for linear in (op.in_proj, op.out_proj):
+                    linear.reset_parameters()
+                with torch.no_grad():
+                    op.x_proj_weight.mul_(SCAN_READY_X_PROJ_GAIN)
         self._checked_inputs: set[tuple[int, int, torch.device]] = set()
 
     # --- orderings -------------------------------------------------------------------------------------------
@@ -168,8 +191,22 @@ class VMamba(nn.Module):
         """The ordering used by each stage."""
         return [stage.blocks[0].op.ordering for stage in self.layers]
 
+    def set_ordering(self, ordering: Any) -> None:
+        """Scan with another ordering (one for all stages, or one per stage) from now on; the weights stay.
+
+        This is how a trained model is tested under an ordering it was not trained with.
+        """
+        stage_orderings = _per_stage(ordering, len(self.depths))
+        for op in self.ss2d_blocks():
+            op.set_ordering(stage_orderings[op.stage])
+        self._checked_inputs.clear()
+
     def ss2d_blocks(self) -> list[SS2D]:
         return [m for m in self.modules() if isinstance(m, SS2D)]
+
+    def stage_grids(self, height: int, width: int) -> list[tuple[int, int]]:
+        """The patch grid (rows, columns) each stage scans for an image of ``height`` x ``width`` pixels."""
+        return [(height // s, width // s) for s in self.stage_strides]
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for inputs the network cannot take, before any computation.
@@ -190,9 +227,9 @@ class VMamba(nn.Module):
             )
         key = (height, width, x.device)
         if key not in self._checked_inputs:
+            grids = self.stage_grids(height, width)
             for op in self.ss2d_blocks():
-                scale = self.stride // 2 ** (len(self.depths) - 1 - op.stage)
-                op.route_indices(height // scale, width // scale, x.device)
+                op.route_indices(*grids[op.stage], x.device)
             self._checked_inputs.add(key)
 
     # --- timm model interface --------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from patchorder.ops.selective_scan import check_shapes
+from patchorder.ops.shapes import check_scan_shapes
 
 # Target size in bytes of one (batch, channels, d_state, block) buffer; a block's working set is a few
 # such buffers, so it stays in L2/L3. Measured best on the development machine: 64 steps at b=8, d=384, n=1.
@@ -280,13 +280,19 @@ class _SelectiveScan(torch.autograd.Function):
         return (*grads, None)
 
 
+def scan_torch(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
+    """The torch backend on already-checked arguments: computes in float32 (float64 when u is float64) and
+    returns the dtype of u."""
+    dtype = torch.promote_types(u.dtype, torch.float32)
+    args = [None if x is None else x.to(dtype) for x in (u, delta, A, B, C, D, delta_bias)]
+    return _SelectiveScan.apply(*args, bool(delta_softplus)).to(u.dtype)
+
+
 def selective_scan_fast(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
     """y (b, d, l) of the selective scan in plain PyTorch, differentiable in every tensor argument.
 
     Arguments as ``patchorder.ops.selective_scan``. Computes in float32 (float64 when u is float64) and
     returns the dtype of u.
     """
-    check_shapes(u, delta, A, B, C, D, delta_bias)
-    dtype = torch.promote_types(u.dtype, torch.float32)
-    args = [None if x is None else x.to(dtype) for x in (u, delta, A, B, C, D, delta_bias)]
-    return _SelectiveScan.apply(*args, bool(delta_softplus)).to(u.dtype)
+    check_scan_shapes(u, delta, A, B, C, D, delta_bias)
+    return scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)

@@ -1,4 +1,4 @@
-"""One entry point, several backends.
+"""One entry point, several backends; the shapes are checked here, once per call.
 
 Shapes as mamba-ssm's ``selective_scan_fn``: u, delta (b, d, l); A (d, n); B, C (b, g, n, l) with g dividing d;
 D, delta_bias (d). Returns y (b, d, l).
@@ -9,80 +9,54 @@ import warnings
 
 import torch
 
+from patchorder.ops import kernels
+from patchorder.ops.fast import scan_torch
 from patchorder.ops.reference import selective_scan_reference
-
-_warned_no_cuda_kernel = False
-
-
-def _torch_backend(*args, **kwargs):
-    from patchorder.ops.fast import selective_scan_fast
-
-    return selective_scan_fast(*args, **kwargs)
-
-
-def _mamba_ssm_backend(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
-    from patchorder.ops.cuda import selective_scan_mamba_ssm
-
-    return selective_scan_mamba_ssm(u, delta, A, B, C, D, delta_bias, delta_softplus)
-
+from patchorder.ops.shapes import check_scan_shapes
 
 BACKENDS = {
     "reference": selective_scan_reference,
-    "torch": _torch_backend,
-    "mamba_ssm": _mamba_ssm_backend,
+    "torch": scan_torch,
+    "triton": kernels.selective_scan_triton,
+    "mamba_ssm": kernels.selective_scan_mamba_ssm,
 }
+# What "auto" tries on CUDA tensors, fastest first; the pure-PyTorch scan is the last resort (and the CPU default).
+CUDA_PREFERENCE = ("mamba_ssm", "triton")
+_FALLBACK_NOTES = {
+    "mamba_ssm": "mamba-ssm is not installed ({reason})",
+    "triton": "Triton is unavailable ({reason})",
+}
+_warned_fallbacks: set[str] = set()  # each fallback is said once per process
 
 
 def _auto(u: torch.Tensor) -> str:
-    global _warned_no_cuda_kernel
-    if u.is_cuda:
-        from patchorder.ops.cuda import mamba_ssm_available
-
-        if mamba_ssm_available():
-            return "mamba_ssm"
-        if not _warned_no_cuda_kernel:
-            warnings.warn(
-                "mamba-ssm is not installed: CUDA tensors use patchorder's pure-PyTorch scan. "
-                "Install the CUDA kernel with `pip install -e '.[cuda]'` for full speed.",
-                stacklevel=3,
-            )
-            _warned_no_cuda_kernel = True
-    return "torch"
-
-
-def check_ssm_shapes(caller: str, delta, A, B, C) -> None:
-    """delta (b, d, l), A (d, n), B and C (b, g, n, l) with g dividing d; a ValueError names what does not fit."""
-    if delta.dim() != 3:
-        raise ValueError(f"{caller}: delta must be (batch, channels, length), got {tuple(delta.shape)}")
-    b, d, length = delta.shape
-    if A.dim() != 2 or A.shape[0] != d:
-        raise ValueError(f"{caller}: A must be (channels={d}, d_state), got {tuple(A.shape)}")
-    n = A.shape[1]
-    for name, X in (("B", B), ("C", C)):
-        if X.dim() != 4 or X.shape[0] != b or X.shape[2] != n or X.shape[3] != length or d % X.shape[1]:
-            raise ValueError(
-                f"{caller}: {name} must be (batch={b}, groups dividing {d}, d_state={n}, length={length}), "
-                f"got {tuple(X.shape)}"
-            )
-
-
-def check_shapes(u, delta, A, B, C, D=None, delta_bias=None) -> None:
-    """Raise a ValueError that names the argument whose shape does not fit."""
-    if u.dim() != 3:
-        raise ValueError(f"selective_scan: u must be (batch, channels, length), got {tuple(u.shape)}")
-    if delta.shape != u.shape:
-        raise ValueError(f"selective_scan: delta must match u {tuple(u.shape)}, got {tuple(delta.shape)}")
-    check_ssm_shapes("selective_scan", delta, A, B, C)
-    d = u.shape[1]
-    for name, X in (("D", D), ("delta_bias", delta_bias)):
-        if X is not None and tuple(X.shape) != (d,):
-            raise ValueError(f"selective_scan: {name} must be (channels={d},), got {tuple(X.shape)}")
+    """The backend "auto" picks for u; on CUDA, the first optional kernel that imports, else torch."""
+    if not u.is_cuda:
+        return "torch"
+    missing = []
+    for name in CUDA_PREFERENCE:
+        if kernels.available(name):
+            choice = name
+            break
+        missing.append(name)
+    else:
+        choice = "torch"
+    if missing and choice not in _warned_fallbacks:
+        _warned_fallbacks.add(choice)
+        notes = " and ".join(_FALLBACK_NOTES[m].format(reason=kernels.load(m)[1]) for m in missing)
+        used = {"triton": "patchorder's Triton kernels", "torch": "patchorder's pure-PyTorch scan (slow on GPUs)"}
+        warnings.warn(
+            f"{notes}: CUDA tensors use {used[choice]}. For mamba-ssm's CUDA kernel, "
+            f"{kernels.INSTALL_HINTS['mamba_ssm']}.",
+            stacklevel=3,
+        )
+    return choice
 
 
 def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, backend="auto"):
-    """y (b, d, l) of the selective scan; ``backend`` is "auto", "reference", "torch" or "mamba_ssm"."""
-    check_shapes(u, delta, A, B, C, D, delta_bias)
-    name = _auto(u) if backend == "auto" else backend
-    if name not in BACKENDS:
+    """y (b, d, l) of the selective scan; ``backend`` is "auto", "reference", "torch", "triton" or "mamba_ssm"."""
+    if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+    check_scan_shapes(u, delta, A, B, C, D, delta_bias)
+    name = _auto(u) if backend == "auto" else backend
     return BACKENDS[name](u, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=delta_softplus)

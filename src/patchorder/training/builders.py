@@ -13,42 +13,21 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
-from patchorder.data.base import DataConfigError
+from patchorder.errors import USER_ERRORS, ConfigError
 from patchorder.training import hydra_info
-from patchorder.training.config import ordering_label, to_plain
+from patchorder.training.config import ordering_label
 from patchorder.training.data_order import make_train_loader_resumable
-from patchorder.training.errors import ConfigError
-from patchorder.training.module import ClassificationModule
 
 
 def build_datamodule(data_cfg: DictConfig, resumable: bool = True) -> L.LightningDataModule:
     try:
         datamodule = instantiate(data_cfg, _convert_="all")
     except InstantiationException as error:  # show the data module's own message, not Hydra's wrapper
-        if isinstance(error.__cause__, (DataConfigError, ConfigError)):
+        if isinstance(error.__cause__, USER_ERRORS):
             raise error.__cause__ from None
         raise
     datamodule.setup("fit")  # builds the splits now: data errors surface before the model is built
     return make_train_loader_resumable(datamodule) if resumable else datamodule
-
-
-def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> ClassificationModule:
-    module_cfg = to_plain(cfg.module)
-    return ClassificationModule(
-        model=to_plain(cfg.model),
-        ordering=to_plain(cfg.ordering),
-        num_classes=datamodule.num_classes,
-        class_names=list(datamodule.class_names),
-        image_size=list(datamodule.image_size),
-        in_chans=getattr(datamodule, "in_chans", 3),
-        batch_size=int(cfg.data.batch_size),
-        optimizer=module_cfg.get("optimizer"),
-        scheduler=module_cfg.get("scheduler"),
-        label_smoothing=module_cfg.get("label_smoothing", 0.0),
-        mixup=module_cfg.get("mixup"),
-        ema=module_cfg.get("ema"),
-        data=to_plain(cfg.data),
-    )
 
 
 def build_callbacks(callbacks_cfg: DictConfig | None) -> list[L.Callback]:

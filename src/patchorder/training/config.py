@@ -4,46 +4,75 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import secrets
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from patchorder.training.errors import ConfigError
+from patchorder.errors import ConfigError
 
-# VMamba: a stride-4 patch embedding then three 2x downsamplings, so input sides must be multiples of 32.
-MODEL_STRIDE = 32
-STAGE_STRIDES = (4, 8, 16, 32)
+# Where the config tree is in a source checkout (only used outside a Hydra job: inside one, Hydra's own config
+# search path says which ordering options exist, which also works when patchorder is installed from a wheel).
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 # Settings that do not change what is trained, left out of the fingerprint so a resumed run may change them.
 _RUNTIME_ONLY_DATA_KEYS = ("num_workers", "pin_memory", "root", "persistent_workers")
 
+# An ordering label names run folders (hydra.run.dir): no path separators, no "..", nothing a shell must quote.
+_SAFE_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,99}")
 
-def ordering_label(spec: Any) -> str:
-    """A short name for an ordering config: its ``name``, else the class name of its ``_target_``."""
+
+def _label(spec: Any) -> str:
+    spec = to_plain(spec)
     if spec is None:
         return "as_trained"
     if isinstance(spec, str):
         return spec
-    if isinstance(spec, DictConfig) or isinstance(spec, dict):
+    if isinstance(spec, (list, tuple)):
+        return "+".join(_label(s) for s in spec)
+    if isinstance(spec, dict):
         if spec.get("name"):
             return str(spec["name"])
+        if spec.get("stages"):
+            return _label(spec["stages"])
         if spec.get("_target_"):
             return str(spec["_target_"]).rsplit(".", 1)[-1]
     return "custom"
 
 
+def ordering_label(spec: Any) -> str:
+    """A short name for an ordering config (its ``name``, the stages' names joined by "+", else the class name of
+    its ``_target_``), checked to be safe as part of a folder name: it becomes part of hydra.run.dir."""
+    label = _label(spec)
+    if not _SAFE_LABEL.fullmatch(label) or ".." in label:
+        raise ConfigError(
+            f"ordering name {label!r} cannot name a run folder: use letters, digits and _ . + = - only (no '/', "
+            f"no '..'), e.g. ordering.name=my_ordering"
+        )
+    return label
+
+
 def register_resolvers() -> None:
-    """``${ordering_label:${ordering}}`` in run directory names (idempotent; train.py and eval.py call it)."""
+    """``${ordering_label:${ordering}}`` and ``${run_id:}`` in run directory names (idempotent; train.py and
+    eval.py call it). run_id is random, cached per config like Hydra's ``now`` (one value for a whole sweep), so
+    two runs started in the same second never share a folder."""
     if not OmegaConf.has_resolver("ordering_label"):
         OmegaConf.register_new_resolver("ordering_label", ordering_label)
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 
 
 register_resolvers()
 
 
 def available_ordering_configs() -> list[str]:
+    """The ordering options (conf/ordering/*.yaml, or wherever Hydra's search path has them)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return sorted(GlobalHydra.instance().config_loader().get_group_options("ordering"))
     return sorted(p.stem for p in (CONF_DIR / "ordering").glob("*.yaml"))
 
 
@@ -69,42 +98,79 @@ def image_size_of(data_cfg: DictConfig) -> tuple[int, int]:
     raise ConfigError(f"data.image_size={size!r} must be an int or [height, width], e.g. 64 or [64, 96]")
 
 
-def check_image_size(data_cfg: DictConfig) -> tuple[int, int]:
+def check_image_size(data_cfg: DictConfig, model) -> tuple[int, int]:
+    """The image size, checked against the model's total stride (``model.stride``: the model says it)."""
     height, width = image_size_of(data_cfg)
-    bad = [side for side in (height, width) if side % MODEL_STRIDE or side <= 0]
-    if bad:
+    stride = model.stride
+    if any(side % stride or side <= 0 for side in (height, width)):
         def nearest(v: int) -> int:  # the next multiple up
-            return max(MODEL_STRIDE, -(-v // MODEL_STRIDE) * MODEL_STRIDE)
+            return max(stride, -(-v // stride) * stride)
 
         raise ConfigError(
-            f"data.image_size={height}x{width} is not divisible by {MODEL_STRIDE}: VMamba embeds 4x4 patches and "
-            f"then halves the grid three times, so both sides must be multiples of {MODEL_STRIDE}. "
+            f"data.image_size={height}x{width} is not divisible by {stride}: this model embeds patches at stride "
+            f"{model.stage_strides[0]} and has {len(model.stage_strides)} stages (strides "
+            f"{', '.join(map(str, model.stage_strides))}), so both sides must be multiples of {stride}. "
             f"Use e.g. data.image_size={nearest(height)}" + ("" if height == width else f" or [{nearest(height)}, {nearest(width)}]")
         )
     return height, width
 
 
-def build_ordering(spec: Any, image_size: tuple[int, int] | None = None):
-    """Resolve an ordering config into an :class:`orderings.Ordering`, checking it on every stage's grid."""
+def _ordering_error(plain: Any, error: Exception) -> ConfigError:
+    import orderings
+
+    return ConfigError(
+        f"ordering {plain!r} cannot be used: {error}\n"
+        f"Built-in ordering configs: {', '.join(available_ordering_configs())} (ordering=<name>, or one per stage: "
+        f"ordering=per_stage ordering.stages=[row_major,spiral,...]); registered orderings: "
+        f"{', '.join(orderings.available())}. Select your own orderings.Ordering subclass with a "
+        f"conf/ordering/<name>.yaml holding `_target_: my_module.MyOrdering`, or on the command line with "
+        f"~ordering.name +ordering._target_=my_module.MyOrdering (my_module importable)."
+    )
+
+
+def build_ordering(spec: Any, stage_grids: list[tuple[int, int]] | None = None):
+    """Resolve an ordering config into an :class:`orderings.Ordering` (a list of them, one per stage, for
+    ``{stages: [...]}``), checking it on each stage's grid when ``stage_grids`` (the model's) is given."""
     import orderings
 
     plain = to_plain(spec)
+    stages = plain.get("stages") if isinstance(plain, dict) else None
     try:
-        ordering = orderings.resolve(plain)
-        if image_size is not None:
-            for stride in STAGE_STRIDES:
-                ordering(image_size[0] // stride, image_size[1] // stride)
+        if stages is not None:
+            if not isinstance(stages, list) or not stages:
+                raise ConfigError(f"ordering.stages={stages!r} must be a list with one ordering per stage")
+            extra = sorted(set(plain) - {"stages", "name"})
+            if extra:
+                raise ConfigError(f"ordering.stages cannot be combined with {extra}; put those in each stage's entry")
+            built = [orderings.resolve(s) for s in stages]
+            if stage_grids is not None and len(built) != len(stage_grids):
+                raise ConfigError(f"ordering.stages has {len(built)} entries but the model has {len(stage_grids)} "
+                                  f"stages: give one ordering per stage")
+        else:
+            built = orderings.resolve(plain)
+        per_stage = built if isinstance(built, list) else [built] * len(stage_grids or [])
+        for ordering, grid in zip(per_stage, stage_grids or []):
+            ordering(*grid)
     except ConfigError:
         raise
     except Exception as error:  # OrderingError, a bad _target_, a user ordering that crashes
-        raise ConfigError(
-            f"ordering {plain!r} cannot be used: {error}\n"
-            f"Built-in ordering configs: {', '.join(available_ordering_configs())} (ordering=<name>); "
-            f"registered orderings: {', '.join(orderings.available())}. Select your own orderings.Ordering "
-            f"subclass with a conf/ordering/<name>.yaml holding `_target_: my_module.MyOrdering`, or on the command "
-            f"line with ~ordering.name +ordering._target_=my_module.MyOrdering (my_module importable)."
-        ) from error
-    return ordering
+        raise _ordering_error(plain, error) from error
+    return built
+
+
+def model_geometry(model_cfg: DictConfig):
+    """The configured model, built on the meta device (no memory, no weights): it says its own stride and stage
+    grids (``model.stride``, ``model.stage_grids(h, w)``)."""
+    import torch
+
+    from patchorder.training.model import create_model
+
+    check_model_name(model_cfg.name)
+    try:
+        with torch.device("meta"):
+            return create_model(to_plain(model_cfg), "row_major", num_classes=1)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model {model_cfg.name} cannot be built from model={to_plain(model_cfg)}: {error}") from None
 
 
 def check_model_name(name: str) -> None:
@@ -143,17 +209,45 @@ def check_ckpt_path(ckpt_path: Any) -> None:
         )
 
 
-def validate_train_config(cfg: DictConfig) -> None:
-    """Everything that can be checked without building the model or reading data; raises ConfigError."""
+def check_schedule(trainer_cfg: DictConfig) -> None:
+    """Training must end: the warmup-cosine schedule spans max_epochs or max_steps."""
+    epochs, steps = trainer_cfg.get("max_epochs"), trainer_cfg.get("max_steps", -1)
+    has_end = (epochs is not None and epochs >= 1) or (steps is not None and steps >= 1)
+    if not has_end:
+        raise ConfigError(
+            f"trainer.max_epochs={epochs} and trainer.max_steps={steps}: training has no end, and the learning-rate "
+            f"schedule (warmup then cosine) needs one. Set trainer.max_epochs=<n> or trainer.max_steps=<n> (>= 1)"
+        )
+
+
+def check_no_ordering_list_override(overrides: list[str]) -> None:
+    """``ordering=[a,b]`` on the command line makes Hydra merge both option files into one (the last wins):
+    refuse it and point to the per-stage form."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.key_or_group.lstrip("+~") == "ordering" and isinstance(override.value(), list):
+            names = ",".join(map(str, override.value()))
+            raise ConfigError(
+                f"ordering=[{names}] would merge those ordering configs into one. For one ordering per stage use "
+                f"ordering=per_stage ordering.stages=[{names}]"
+            )
+
+
+def validate_train_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+    """Everything that can be checked without reading data or building the real model; raises ConfigError."""
     for key in ("data", "model", "ordering", "module", "trainer"):
         if cfg.get(key) is None:
             raise ConfigError(f"the config has no '{key}' section; select one, e.g. {key}=<option> (see conf/{key}/)")
     if "_target_" not in cfg.data:
         raise ConfigError("data config has no _target_: pick one of conf/data/*.yaml with data=<name>")
-    check_model_name(cfg.model.name)
-    size = check_image_size(cfg.data)
-    build_ordering(cfg.ordering, size)
+    check_no_ordering_list_override(overrides or [])
+    ordering_label(cfg.ordering)
+    model = model_geometry(cfg.model)
+    size = check_image_size(cfg.data, model)
+    build_ordering(cfg.ordering, model.stage_grids(*size))
     check_mixup_batches(cfg)
+    check_schedule(cfg.trainer)
     check_ckpt_path(cfg.get("ckpt_path"))
 
 

@@ -18,22 +18,14 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from patchorder.training import optim
-from patchorder.training.config import build_ordering
-from patchorder.training.errors import NonFiniteLossError, NonFiniteWeightsError
+from patchorder.training.model import create_model
+from patchorder.errors import NonFiniteLossError, NonFiniteWeightsError
 
 
-def create_model(model_cfg: dict, ordering_cfg: Any, num_classes: int, in_chans: int = 3) -> nn.Module:
-    """timm.create_model for a model config {name, scan_scheme, drop_path_rate, kwargs} and an ordering config."""
-    import patchorder.models  # noqa: F401  registers the VMamba presets with timm
-
-    kwargs = dict(model_cfg.get("kwargs") or {})
-    if model_cfg.get("scan_scheme") is not None:
-        kwargs["scan_scheme"] = model_cfg["scan_scheme"]
-    if model_cfg.get("drop_path_rate") is not None:
-        kwargs["drop_path_rate"] = model_cfg["drop_path_rate"]
-    return timm.create_model(
-        model_cfg["name"], ordering=build_ordering(ordering_cfg), num_classes=num_classes, in_chans=in_chans, **kwargs
-    )
+# The recipe's defaults (conf/train.yaml's module section holds the same values, checked by
+# tests/test_config_compose.py): a module built without a config trains like `python train.py`'s default.
+OPTIMIZER_DEFAULTS = {"lr": 1e-3, "lr_batch_size": None, "weight_decay": 0.05, "betas": [0.9, 0.999], "eps": 1e-8}
+SCHEDULER_DEFAULTS = {"warmup_epochs": 1, "warmup_lr_ratio": 1e-3, "min_lr_ratio": 1e-2}
 
 
 class ClassificationModule(L.LightningModule):
@@ -60,9 +52,8 @@ class ClassificationModule(L.LightningModule):
         # Saved in the checkpoint: eval.py rebuilds the model and the data from these.
         self.save_hyperparameters()
         self.model = create_model(model, ordering, num_classes, in_chans)
-        self.optimizer_cfg = {"lr": 1e-3, "lr_batch_size": None, "weight_decay": 0.05, "betas": (0.9, 0.999),
-                              "eps": 1e-8, **(optimizer or {})}
-        self.scheduler_cfg = {"warmup_epochs": 0.0, "warmup_lr_ratio": 1e-3, "min_lr_ratio": 1e-2, **(scheduler or {})}
+        self.optimizer_cfg = {**OPTIMIZER_DEFAULTS, **(optimizer or {})}
+        self.scheduler_cfg = {**SCHEDULER_DEFAULTS, **(scheduler or {})}
 
         self.mixup = self._build_mixup(mixup, label_smoothing, num_classes)
         self.train_loss = SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -73,6 +64,8 @@ class ClassificationModule(L.LightningModule):
         self.ema = None
         if ema.get("enabled", False):
             self.ema = ModelEmaV3(self.model, decay=ema.get("decay", 0.9999), use_warmup=ema.get("warmup", False))
+            # Updated by copying, never by gradients: DDP must not wait for gradients of these parameters.
+            self.ema.requires_grad_(False)
             # Never run while training; Lightning switches it to eval mode for validation and test.
             self.ema.module.train()
 
@@ -82,6 +75,21 @@ class ClassificationModule(L.LightningModule):
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         self.test_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+
+    @classmethod
+    def from_config(cls, cfg: Any, datamodule: L.LightningDataModule) -> "ClassificationModule":
+        """The module of a training config (sections model, ordering, module, data) and its built data module."""
+        from patchorder.training.config import to_plain
+
+        recipe = to_plain(cfg.module)
+        return cls(
+            model=to_plain(cfg.model), ordering=to_plain(cfg.ordering), num_classes=datamodule.num_classes,
+            class_names=list(datamodule.class_names), image_size=list(datamodule.image_size),
+            in_chans=getattr(datamodule, "in_chans", 3), batch_size=int(cfg.data.batch_size),
+            optimizer=recipe.get("optimizer"), scheduler=recipe.get("scheduler"),
+            label_smoothing=recipe.get("label_smoothing", 0.0), mixup=recipe.get("mixup"), ema=recipe.get("ema"),
+            data=to_plain(cfg.data),
+        )
 
     @staticmethod
     def _build_mixup(cfg: dict | None, label_smoothing: float, num_classes: int) -> Mixup | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,19 @@ def jsonable(value: Any) -> Any:
 
 
 def write_results(output_dir: str | Path, results: dict[str, Any]) -> Path:
-    """Write results.json atomically (a sweep summary may read it while the run is still going)."""
+    """Write results.json atomically (a sweep summary may read it while the run is still going), through a
+    temporary file of this process's own, so two processes writing the same folder never mix their files."""
     path = Path(output_dir) / RESULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(jsonable(results), indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(jsonable(results), indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{RESULTS_FILE}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -1,29 +1,25 @@
-"""The training job behind train.py: validate, build, fit, test, write results.json.
-
-In a Hydra multirun a failing job records its error in its results.json and returns, so the sweep goes on; a
-single run re-raises after recording.
-"""
+"""The training job behind train.py: pre-flight checks, build, fit, test (results.json, the interrupt policy and
+the closing summary are training/task.py's, shared with eval.py)."""
 from __future__ import annotations
 
-import contextlib
-import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from patchorder.data.base import DataConfigError
+from patchorder.callbacks import AttentionLogger
+from patchorder.data.image_files import still_corrupt
+from patchorder.errors import ConfigError, CorruptImageError
 from patchorder.training import builders, console, hydra_info
-from patchorder.training.checkpoints import CHECKPOINT_DIR, LAST, find_last_checkpoint
+from patchorder.training.checkpoints import (CHECKPOINT_DIR, LAST, RunFingerprint, differences, find_last_checkpoint,
+                                             fingerprint_of, hyper_parameters, read_checkpoint)
 from patchorder.training.config import fingerprint, ordering_label, to_plain, validate_train_config
-from patchorder.training.errors import ConfigError, NonFiniteLossError, NonFiniteWeightsError
-from patchorder.training.module import finite_or_none
+from patchorder.training.module import ClassificationModule, finite_or_none
 from patchorder.training.reproducibility import ReproducibleTraining
-from patchorder.training.results import write_results
+from patchorder.training.results import RESULTS_FILE, read_results
+from patchorder.training.task import Job, run_job, task_main
 from patchorder.training.throughput import TrainThroughput
 
 METRIC_PREFIXES = ("train/", "val/", "test/", "lr")
@@ -48,21 +44,53 @@ def start_results(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def resolve_ckpt_path(cfg: DictConfig, results: dict[str, Any]) -> str | None:
+def resolve_ckpt_path(cfg: DictConfig, config_fingerprint: str) -> str | None:
     """The checkpoint to resume: ckpt_path as given, the newest matching run for "last", or, with no ckpt_path,
     this run directory's own last.ckpt when it exists (a SLURM job requeued by submitit restarts in its old
-    directory and continues where it stopped)."""
+    directory and continues where it stopped) and was written by this same configuration."""
     ckpt_path = cfg.get("ckpt_path")
     own_last = Path(cfg.paths.output_dir) / CHECKPOINT_DIR / LAST
     if not ckpt_path and own_last.is_file():
+        found = fingerprint_of(read_checkpoint(own_last, option="the run folder's own checkpoint"))
+        if found != config_fingerprint:
+            raise ConfigError(
+                f"the run folder {cfg.paths.output_dir} already holds {CHECKPOINT_DIR}/{LAST} of another "
+                f"configuration (fingerprint {found} != {config_fingerprint}), which this run would silently resume. "
+                f"Use a new folder (leave hydra.run.dir at its default), or resume that run with its own config "
+                f"(ckpt_path={own_last} and the overrides in {Path(cfg.paths.output_dir) / '.hydra/overrides.yaml'})"
+            )
         return str(own_last.resolve())
     if ckpt_path != "last":
         return str(Path(ckpt_path).expanduser().resolve()) if ckpt_path else None
     log_dir = Path(cfg.paths.log_dir)
     found = find_last_checkpoint(
-        [log_dir / "outputs", log_dir / "multirun"], results["config_fingerprint"], exclude=cfg.paths.output_dir
+        [log_dir / "outputs", log_dir / "multirun"], config_fingerprint, exclude=cfg.paths.output_dir
     )
     return str(found)
+
+
+def check_resume_checkpoint(ckpt_path: str, cfg: DictConfig) -> None:
+    """Pre-flight: the checkpoint loads safely, was written by patchorder, and trained this model and ordering."""
+    hparams = hyper_parameters(read_checkpoint(ckpt_path), ckpt_path)
+    differ = differences(hparams, {"model": to_plain(cfg.model), "ordering": to_plain(cfg.ordering)})
+    if differ:
+        raise ConfigError(f"ckpt_path={ckpt_path} trained another model or ordering than this config: "
+                          f"{'; '.join(differ)}. Resume with the config it was trained with, or start from scratch")
+
+
+def check_corrupt_images_fixed(ckpt_path: str) -> None:
+    """A run that stopped at a corrupt image is resumed only once that file was replaced or deleted."""
+    results_path = Path(ckpt_path).parent.parent / RESULTS_FILE
+    if not results_path.is_file():
+        return
+    try:
+        error = read_results(results_path).get("error") or ""
+    except (OSError, ValueError):
+        return
+    bad = still_corrupt(error) if "CorruptImageError" in error else []
+    if bad:
+        raise CorruptImageError(f"the run being resumed stopped at images that still cannot be decoded: "
+                                f"{', '.join(bad)}. Replace or delete them, then resume again")
 
 
 def fit_results(trainer: L.Trainer, throughput: TrainThroughput, loggers: list) -> dict[str, Any]:
@@ -94,14 +122,21 @@ def fit_results(trainer: L.Trainer, throughput: TrainThroughput, loggers: list) 
             "mode": str(wandb_run.settings.mode) if wandb_run is not None else None,
         } if wandb_logger is not None else None,
         "csv": csv_path(loggers),
+        "scan_usage": final_scan_usage(trainer),
         "attention": attention_outputs(trainer),
     }
 
 
+def final_scan_usage(trainer: L.Trainer) -> dict[str, Any] | None:
+    """The scan usage (patchorder.attention.scan_usage) the attention callback measured last, if it ran."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, AttentionLogger) and callback.written:
+            return callback.written[-1].rendered.scan_usage or None
+    return None
+
+
 def attention_outputs(trainer: L.Trainer) -> dict[str, str | None] | None:
     """Where the AttentionLogger wrote its latest export and explorer (None without that callback)."""
-    from patchorder.callbacks import AttentionLogger
-
     logger = next((c for c in trainer.callbacks if isinstance(c, AttentionLogger)), None)
     if logger is None or not logger.written:
         return None
@@ -114,98 +149,62 @@ def csv_path(loggers: list) -> str | None:
     return str(Path(csv_logger.log_dir) / "metrics.csv") if csv_logger is not None else None
 
 
-@contextlib.contextmanager
-def cpu_threads(threads: int | None):
-    """torch's intra-op thread count for the duration of a job (unchanged when ``threads`` is null)."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg``; returns (and writes) its results."""
-    with cpu_threads(cfg.get("cpu_threads")):
-        return _train(cfg)
+    return run_job(cfg, "train", _train, summary_rows, "Run")
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
-    started = time.time()
-    output_dir = Path(cfg.paths.output_dir)
-    is_zero = hydra_info.launching_rank() == 0
-    results = start_results(cfg)
-    trainer: L.Trainer | None = None
-    loggers: list = []
-    console.single_console_log()
-    try:
-        validate_train_config(cfg)
-        results["config_fingerprint"] = fingerprint(cfg)
-        results["resumed_from"] = resolve_ckpt_path(cfg, results)
-        if is_zero:
-            write_results(output_dir, results)  # marks the run (for ckpt_path=last) even if it is killed later
-            console.print_config_tree(cfg)
-            console.save_config(cfg, output_dir)
+def _train(job: Job) -> None:
+    cfg, results = job.cfg, job.results
+    results.update(start_results(cfg))
+    validate_train_config(cfg, hydra_info.overrides())
+    results["config_fingerprint"] = fingerprint(cfg)
+    results["resumed_from"] = resolve_ckpt_path(cfg, results["config_fingerprint"])
+    if results["resumed_from"]:
+        check_resume_checkpoint(results["resumed_from"], cfg)
+        check_corrupt_images_fixed(results["resumed_from"])
+    if job.is_zero:
+        job.write_results()  # marks the run (for ckpt_path=last) even if it is killed later
+        console.print_config_tree(cfg)
+        console.save_config(cfg, job.output_dir)
 
-        L.seed_everything(cfg.seed, workers=True)
-        datamodule = builders.build_datamodule(cfg.data)
-        module = builders.build_module(cfg, datamodule)
-        throughput = TrainThroughput()
-        callbacks = [ReproducibleTraining(), throughput, *builders.build_callbacks(cfg.get("callbacks"))]
-        loggers = builders.build_loggers(cfg)
-        trainer = builders.build_trainer(cfg, callbacks, loggers)
-        for logger in loggers:
-            logger.log_hyperparams({"config": to_plain(cfg)})
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = builders.build_datamodule(cfg.data)
+    module = ClassificationModule.from_config(cfg, datamodule)
+    results["stage_grids"] = module.model.stage_grids(*datamodule.image_size)
+    throughput = TrainThroughput()
+    callbacks = [ReproducibleTraining(), RunFingerprint(results["config_fingerprint"]), throughput,
+                 *builders.build_callbacks(cfg.get("callbacks"))]
+    loggers = builders.build_loggers(cfg)
+    trainer = job.trainer = builders.build_trainer(cfg, callbacks, loggers)
+    job.on_failure = lambda: _record_progress(trainer, loggers, results)
+    for logger in loggers:
+        logger.log_hyperparams({"config": to_plain(cfg)})
 
-        trainer.fit(module, datamodule=datamodule, ckpt_path=results["resumed_from"])
-        is_zero = trainer.is_global_zero
-        if is_zero:  # other ranks only take part in the collective steps (test) below
-            results.update(fit_results(trainer, throughput, loggers))
-            results["data"] = datamodule.describe()
-        if cfg.get("test"):
-            has_best = bool(getattr(trainer.checkpoint_callback, "best_model_path", None))
-            trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
-            results["test"] = {k: v for k, v in metrics_of(trainer).items() if k.startswith("test/")}
-            results["test"]["weights"] = "best" if has_best else "last"
-        results["status"] = "completed"
-    except BaseException as error:  # Ctrl-C too (Lightning turns it into SystemExit): the run directory says so
-        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
-        results["status"] = "interrupted" if interrupted else "failed"
-        results["error"] = f"{type(error).__name__}: {error}"
-        results["traceback"] = traceback.format_exc()
-        if trainer is not None:
-            results.setdefault("epochs", trainer.current_epoch)
-            results.setdefault("global_step", trainer.global_step)
-            checkpoint = trainer.checkpoint_callback
-            results.setdefault("checkpoints", {"last": getattr(checkpoint, "last_model_path", None) or None,
-                                               "best": getattr(checkpoint, "best_model_path", None) or None})
-            if trainer.is_global_zero:
-                results.setdefault("csv", csv_path(loggers))
-        if interrupted or not hydra_info.is_multirun():
-            raise
-    finally:
-        results["wall_time_s"] = round(time.time() - started, 3)
-        if trainer is not None:
-            is_zero = trainer.is_global_zero
-        if is_zero:
-            path = write_results(output_dir, results)
-            _finish_wandb(failed=results["status"] != "completed")
-            _print_outputs(results, path)
-    return results
+    trainer.fit(module, datamodule=datamodule, ckpt_path=results["resumed_from"], weights_only=True)
+    if trainer.is_global_zero:  # other ranks only take part in the collective steps (test) below
+        results.update(fit_results(trainer, throughput, loggers))
+        results["data"] = datamodule.describe()
+    if cfg.get("test"):
+        has_best = bool(getattr(trainer.checkpoint_callback, "best_model_path", None))
+        trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False,
+                     weights_only=True)
+        results["test"] = {k: v for k, v in metrics_of(trainer).items() if k.startswith("test/")}
+        results["test"]["weights"] = "best" if has_best else "last"
 
 
-def _finish_wandb(failed: bool) -> None:
-    """Close the W&B run, so the next job of a sweep (same process) starts its own run."""
-    import sys
+def _record_progress(trainer: L.Trainer, loggers: list, results: dict[str, Any]) -> None:
+    """How far a failed or interrupted run got."""
+    results.setdefault("epochs", trainer.current_epoch)
+    results.setdefault("global_step", trainer.global_step)
+    checkpoint = trainer.checkpoint_callback
+    results.setdefault("checkpoints", {"last": getattr(checkpoint, "last_model_path", None) or None,
+                                       "best": getattr(checkpoint, "best_model_path", None) or None})
+    if trainer.is_global_zero:
+        results.setdefault("csv", csv_path(loggers))
 
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
-        wandb.finish(exit_code=1 if failed else 0)
 
-
-def _print_outputs(results: dict[str, Any], results_path: Path) -> None:
+def summary_rows(results: dict[str, Any]) -> dict[str, Any]:
     final, checkpoints, wandb = results.get("final") or {}, results.get("checkpoints") or {}, results.get("wandb") or {}
     rows = {
         "status": results["status"],
@@ -220,19 +219,14 @@ def _print_outputs(results: dict[str, Any], results_path: Path) -> None:
         "checkpoint (last)": checkpoints.get("last"),
         "W&B offline run": wandb.get("run_dir"),
         "CSV metrics": results.get("csv"),
-        "results.json": results_path,
         "attention explorer": (results.get("attention") or {}).get("report"),
     }
     if wandb.get("mode") == "offline" and wandb.get("run_dir"):
         rows["W&B upload later"] = f"wandb sync {wandb['run_dir']}"
-    console.print_outputs(f"Run {results['status']}", rows)
+    return rows
 
 
 def main(cfg: DictConfig) -> float | None:
-    """train.py's task function: errors a user caused end a single run with their message, not a traceback."""
-    try:
-        results = train(cfg)
-    except (ConfigError, DataConfigError, NonFiniteLossError, NonFiniteWeightsError) as error:
-        console.print_error(error)
-        raise SystemExit(2 if isinstance(error, (ConfigError, DataConfigError)) else 1) from None
+    """train.py's task function."""
+    results = task_main(train, cfg)
     return (results.get("best") or {}).get("val/acc1")

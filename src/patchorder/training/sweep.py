@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 from patchorder.training.results import RESULTS_FILE, read_results
 
 # Numbers stay numbers (summary.csv is read by spreadsheets and pandas); eval.py's split is a column of its own.
-COLUMNS = ("job", "task", "ordering", "model", "status", "val/acc1", "best val/acc1", "test/acc1", "eval split",
-           "eval acc1", "eval loss", "epochs", "images/s", "wall s", "dir", "error")
+COLUMNS = ("job", "task", "ordering", "ablation", "model", "status", "val/acc1", "best val/acc1", "test/acc1",
+           "eval split", "eval acc1", "eval loss", "epochs", "images/s", "wall s", "dir", "error")
 
 
 def summary_row(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +27,7 @@ def summary_row(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "job": results.get("job_num"),
         "task": results.get("task"),
         "ordering": results.get("ordering"),
+        "ablation": results.get("ablation"),
         "model": results.get("model"),
         "status": results.get("status"),
         "val/acc1": final.get("val/acc1"),

@@ -1,9 +1,22 @@
-"""Errors a user can cause in a training or evaluation run; every message says what was wrong and how to fix it."""
+"""Errors a user can cause (config, data, checkpoint, training run); every message says what was wrong and how to
+fix it. One module that every layer imports, so no layer needs another just for its exceptions."""
 from __future__ import annotations
 
 
 class ConfigError(ValueError):
-    """A setting in the Hydra config cannot work; raised before any training starts."""
+    """A setting in the Hydra config (or a checkpoint it names) cannot work; raised before any training starts."""
+
+
+class DataConfigError(ValueError):
+    """A data setting or data file is wrong; the message says what and how to fix it."""
+
+
+class CorruptImageError(DataConfigError):
+    """An image file cannot be decoded (truncated, not an image, unsupported format)."""
+
+
+# Errors a user caused: train.py and eval.py end with their message (exit code 2), not a traceback.
+USER_ERRORS = (ConfigError, DataConfigError)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -27,3 +40,12 @@ class NonFiniteLossError(RuntimeError):
 
 class NonFiniteWeightsError(RuntimeError):
     """A checkpoint was about to be written with NaN/Inf weights; refusing keeps the previous good file."""
+
+
+class ResultsNotWrittenError(OSError):
+    """results.json could not be written (disk full, folder not writable); the message also says how the job
+    itself ended."""
+
+
+# Errors that end a run with their message (exit code 1): the run went wrong, the config was fine.
+RUN_ERRORS = (NonFiniteLossError, NonFiniteWeightsError, ResultsNotWrittenError)
