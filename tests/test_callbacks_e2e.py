@@ -44,11 +44,13 @@ def compose_cfg(name: str, root: Path, overrides: list[str]):
 
 @pytest.fixture(scope="module")
 def wandb_run(tmp_path_factory):
-    """W&B (offline) + CSV, attention after epoch 0 and at the end (same weights), explorer report on."""
+    """W&B (offline) + CSV, attention after epoch 0 and at the end (same weights: max_steps ends the run after
+    epoch 0 of 2), explorer report on."""
     root = tmp_path_factory.mktemp("cb_wandb")
     run_dir = root / "outputs/day/run"
     results = train_job.train(compose_cfg("train", root, [
-        f"paths.output_dir={run_dir}", *RUN, "callbacks.attention.every_n_epochs=1",
+        f"paths.output_dir={run_dir}", *RUN, "trainer.max_epochs=2", "trainer.max_steps=2",
+        "callbacks.attention.every_n_epochs=1",
         "callbacks.attention.per_image_matrices=true",
         "callbacks.attention.report_methods=[pca]"]))
     assert results["status"] == "completed"

@@ -94,5 +94,7 @@ def test_eval_sweep_over_orderings(trained, tmp_path):
         ("spiral", "row_major", True)
     assert 0 <= other["metrics"]["acc1"] <= other["metrics"]["acc5"] <= 1
     summary = read_json(sweep_dir / "summary.json")
-    assert [(row["ordering"], row["eval acc1"]) for row in summary] == [
-        ("row_major", f"{same['metrics']['acc1']:.4f} (val)"), ("spiral", f"{other['metrics']['acc1']:.4f} (val)")]
+    assert [(row["ordering"], row["eval split"], row["eval acc1"], row["eval loss"]) for row in summary] == [
+        ("row_major", "val", same["metrics"]["acc1"], same["metrics"]["loss"]),
+        ("spiral", "val", other["metrics"]["acc1"], other["metrics"]["loss"])]
+    assert all(isinstance(row["eval loss"], float) for row in summary)

@@ -49,12 +49,13 @@ def curves(run_curves: list[dict[str, Any]], orderings: list[str], path: Path, d
         for ordering in orderings:
             mine = [c["curves"] for c in run_curves if c["ordering"] == ordering and c["curves"][x_key]]
             for c in mine:
-                ax.plot(c[x_key], c[y_key], color=colour[ordering], alpha=0.35, linewidth=1)
+                ax.plot(c[x_key], c[y_key], color=colour[ordering], alpha=0.35, linewidth=1,
+                        marker="o" if len(c[x_key]) == 1 else None)  # a 1-epoch run is a point, not a line
             if mine:
                 length = min(len(c[x_key]) for c in mine)
                 mean = np.mean([c[y_key][:length] for c in mine], axis=0)
                 ax.plot(mine[0][x_key][:length], mean, color=colour[ordering], linewidth=2.2,
-                        label=f"{ordering} (n={len(mine)})")
+                        marker="o" if length == 1 else None, label=f"{ordering} (n={len(mine)})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=10)

@@ -1,7 +1,7 @@
 """One forward pass with capture on -> every requested block's patch-space attention as an AttentionExport."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,7 @@ def extract_attention(
     labels: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
     chunk_mb: float = DEFAULT_CHUNK_MB,
+    progress: Callable[[str], None] | None = None,
 ) -> AttentionExport:
     """Run ``model`` once on ``images`` (eval mode, no grad) and return the attention of every captured block.
 
@@ -70,6 +71,7 @@ def extract_attention(
     ``merge`` "sum" stores the cross-merged operator (N, L, L); "none" each route (N, K, L, L).
     ``reduce`` is the channel reduction, "mean_abs" or "mean"; per-channel matrices do not fit an export,
     get them from :func:`block_attention` with ``reduce="none"``.
+    ``progress``: called with each block's key once its attention is computed (e.g. to advance a progress bar).
     """
     from patchorder.models import capture_ssm  # the model package imports timm; only needed here
 
@@ -103,6 +105,8 @@ def extract_attention(
             stage=record.stage, block=record.block, grid=tuple(record.grid), ordering=record.ordering,
             attn=attn.float().cpu().numpy(), routes=record.routes.cpu().numpy(),
         ))
+        if progress is not None:
+            progress(exported[-1].key)
 
     cfg = _pretrained_cfg(model)
     orderings_used = list(dict.fromkeys(b.ordering for b in exported))

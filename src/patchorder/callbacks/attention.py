@@ -2,10 +2,11 @@
 
 Rank 0 only, with no collective call inside (other DDP ranks return at once). Each time it writes the files
 of :mod:`patchorder.callbacks.attention_files` under <run dir>/attention/ (``attention_epoch{E:03d}``, E the
-0-based epoch as in checkpoint names, and ``attention_final``), logs every scalar metric of the registry
-(patchorder.attention.metrics.METRICS) to every logger and, when a WandbLogger is present, the pictures,
-embedding tables, scatter charts, the HTML explorer (end of fit) and, for an online run, an artifact of type
-"attention". The keys are listed in README.md ("What a run produces") and checked by tests/test_callbacks_e2e.py.
+0-based epoch as in checkpoint names, not for the last epoch, whose weights ``attention_final`` holds), logs
+every scalar metric of the registry (patchorder.attention.metrics.METRICS) to every logger and, when a
+WandbLogger is present, the pictures, embedding tables, scatter charts, the HTML explorer (end of fit) and, for
+an online run, an artifact of type "attention". The keys are listed in README.md ("What a run produces") and
+checked by tests/test_callbacks_e2e.py.
 """
 from __future__ import annotations
 
@@ -61,7 +62,11 @@ class AttentionLogger(L.Callback):
         check_selection(common.eval_network(pl_module), self.options, self._probe[0].shape[-2:])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        # The last epoch (by max_epochs) is left to on_train_end: attention_final holds the same weights, once.
+        max_epochs = getattr(trainer, "max_epochs", None) or 0
+        last = max_epochs > 0 and trainer.current_epoch + 1 >= max_epochs
+        if (trainer.is_global_zero and self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+                and not last):
             self.log_attention(trainer, pl_module, f"attention_epoch{trainer.current_epoch:03d}", final=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -27,6 +27,7 @@ from torch import nn
 from patchorder.attention import (
     AttentionExport, block_embeddings, extract_attention, metrics_table, patch_embeddings, save, stage_summary,
 )
+from patchorder.attention.export import stored
 from patchorder.attention.embedding import METHODS
 from patchorder.attention.extract import EXPORT_REDUCES
 from patchorder.attention.kernel import MERGES
@@ -39,7 +40,7 @@ PATCH_COLUMNS = ["stage", "block", "patch", "row", "col", "seq_pos", "x", "y", "
 BLOCK_COLUMNS = ["stage", "block", "image", "label", "class_name", "x", "y", "method"]
 CSV_COLUMNS = ["mode", "stage", "block", "image", "label", "class_name", "patch", "row", "col", "seq_pos",
                "method", "x", "y"]
-NPZ_DTYPES = {"float32": np.float32, "float16": np.float16}
+NPZ_DTYPES = {"float32": np.float32, "float16": np.float16, "log8": "log8"}  # see patchorder.attention.export.save
 
 
 @dataclass
@@ -60,7 +61,7 @@ class AttentionOptions:
     log_floor: float = 1e-3
     min_px: int = 256  # small pictures are enlarged (nearest) to at least this side
     max_px: int = 1024  # matrices larger than this are averaged over tiles
-    npz_dtype: str = "float32"  # float16 halves the .npz
+    npz_dtype: str = "float32"  # float16 halves the .npz; log8 (the configs' default) stores uint8 log codes
     report_methods: list[str] = field(default_factory=lambda: ["pca", "tsne"])  # the HTML explorer's layouts
     seed: int = 0  # t-SNE / UMAP
     # Scan usage (patchorder.attention.scan_usage): each block's output is also computed with this ordering;
@@ -148,12 +149,29 @@ def check_selection(model: nn.Module, options: AttentionOptions, image_size: Seq
             raise ConfigError(str(error)) from None
 
 
+def progress_bar(total: int, what: str):
+    """A progress bar on stderr for the minutes a large model's attention takes (hidden when not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit="step", leave=False, dynamic_ncols=True, disable=None)
+
+
+def _selected_blocks(model: nn.Module, options: AttentionOptions) -> int:
+    from patchorder.models.ss2d import SS2D
+
+    return sum(1 for op in model.modules() if isinstance(op, SS2D)
+               and (options.stages is None or op.stage in options.stages)
+               and (options.blocks is None or op.block in options.blocks))
+
+
 def probe_export(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, datamodule: Any,
                  options: AttentionOptions) -> AttentionExport:
     """The attention of ``model`` on the probe batch (eval mode, no grad; the model's mode is restored)."""
     class_names = getattr(datamodule, "class_names", None)
-    export = extract_attention(model, images, stages=options.stages, blocks=options.blocks, merge=options.merge,
-                               reduce=options.reduce, labels=labels.tolist(), class_names=class_names)
+    with progress_bar(_selected_blocks(model, options), "attention: blocks") as bar:
+        export = extract_attention(model, images, stages=options.stages, blocks=options.blocks, merge=options.merge,
+                                   reduce=options.reduce, labels=labels.tolist(), class_names=class_names,
+                                   progress=lambda key: (bar.set_postfix_str(key, refresh=False), bar.update()))
     if hasattr(datamodule, "to_display"):  # the data's own normalisation, not the model's default
         export.images = np.asarray(datamodule.to_display(images.cpu()))
     if options.swap_ordering is not None:
@@ -281,20 +299,35 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rendered = render_attention(export, options)
-    paths: dict[str, Any] = {"npz": save(out_dir / f"{tag}.npz", export, dtype=NPZ_DTYPES[options.npz_dtype])}
+    # Everything below is computed from the values as stored, so the files agree with each other exactly.
+    export = stored(export, NPZ_DTYPES[options.npz_dtype])
+    with progress_bar(4 if report else 3, f"attention: {tag}") as bar:
+        bar.set_postfix_str("pictures, metrics, embeddings")
+        rendered = render_attention(export, options)
+        bar.update()
+        bar.set_postfix_str(".npz")
+        paths: dict[str, Any] = {"npz": save(out_dir / f"{tag}.npz", export, dtype=NPZ_DTYPES[options.npz_dtype])}
+        bar.update()
+        bar.set_postfix_str("png, csv")
+        image_dir = out_dir / f"{tag}_images"
+        image_dir.mkdir(exist_ok=True)
+        paths["images"] = {key: write_png(image_dir / picture_filename(key), [p for p, _ in items])
+                           for key, items in rendered.pictures.items()}
+        if rendered.embeddings:
+            paths["embeddings"] = _write_embeddings_csv(out_dir / f"{tag}_embeddings.csv", rendered.embeddings)
+        bar.update()
+        if report:
+            from dataclasses import replace
 
-    image_dir = out_dir / f"{tag}_images"
-    image_dir.mkdir(exist_ok=True)
-    paths["images"] = {key: write_png(image_dir / picture_filename(key), [p for p, _ in items])
-                       for key, items in rendered.pictures.items()}
-    if rendered.embeddings:
-        paths["embeddings"] = _write_embeddings_csv(out_dir / f"{tag}_embeddings.csv", rendered.embeddings)
-    if report:
-        from patchorder.explore import build_report
+            from patchorder.explore import build_report
 
-        paths["report"] = build_report(paths["npz"], out_dir / f"{tag}.html", methods=options.report_methods,
-                                       seed=options.seed)
+            bar.set_postfix_str("explorer")
+            # From the export in memory (no re-reading of the .npz) with the metrics already computed.
+            source = replace(export, extra={**export.extra, "source": str(paths["npz"])})
+            paths["report"] = build_report(source, out_dir / f"{tag}.html", methods=options.report_methods,
+                                           seed=options.seed, metrics=rendered.metrics, colour_scale=options.scale,
+                                           log_floor=options.log_floor)
+            bar.update()
     seconds = time.perf_counter() - started
     document = {
         "tag": tag, **(meta or {}), "model": export.model, "ordering": export.ordering, "scheme": export.scheme,

@@ -6,20 +6,25 @@ or from Python ``build_report(export_or_path, out_path, compare=None, ...) -> Pa
 ``to_wandb_html(path)``. The page works offline from file:// (no server, nothing fetched): its script, style
 and data (deflated, base64-encoded typed arrays) are inlined.
 
-Views: a scatterplot (blocks of a stage or patches of a block, PCA / t-SNE / UMAP precomputed at build time),
-the patch grid over the probe image (click a patch for its attention heatmap; drag to brush patches; the
-ordering's path on request), selectors for reduction, stage, block, route and image, the block's metrics,
-and a side-by-side comparison with linked selection.
+Views: a scatterplot (blocks of a stage or patches of a block, PCA / t-SNE / UMAP precomputed at build time;
+colour legend, axis captions), the patch grid over the probe image with the image beside it (click a patch for
+its attention heatmap; drag to brush patches; the path of one route or of every route, start and end marked),
+the model overview (the selected patch in every block, every block's matrix; click to open), selectors for
+reduction, stage, block, route and image, the block's metrics, and a side-by-side comparison with linked
+selection and one colour scale.
 
 Test hook: ``window.explorer`` in the page. ``ready`` (true after the first render; ``readyAt`` = ms since
 navigation), ``errors`` (messages of uncaught errors), ``state`` (a copy of the selection), setters
 ``select(stage, block)``, ``setVariant(i)``, ``setRoute("merged" | k)``, ``setImage("mean" | n)``,
-``setMode("patches" | "blocks")``, ``setMethod("pca" | "tsne" | "umap")``, ``setColorBy``, ``setPath``,
-``setLogColor``, ``clickPatch(row, col)``, ``brush(x0, y0, x1, y1, side=0)`` (embedding coordinates; returns the
+``setMode("patches" | "blocks")``, ``setMethod("pca" | "tsne" | "umap")``, ``setColorBy``, ``setPath(on)``,
+``setPathRoute("off" | k | "all")``, ``setSharedScale(on)``, ``setLogColor``, ``clickPatch(row, col)``, ``brush(x0, y0, x1, y1, side=0)`` (embedding coordinates; returns the
 point indices inside), ``clearBrush()``; readers ``heatmapValues(side=0)`` (the selected patch's attention row,
 raster order, as shown), ``heatmapReason(side)``, ``highlightedPatches()``, ``highlightedPoints()``,
 ``scatterPoints(side)``, ``dataToClient(side, x, y)`` (page coordinates of an embedding point), ``metrics(side)``,
-``notices(side)``.
+``notices(side)``, ``overviewValues(row, col, side=0)`` (for stage-0 patch (row, col): one entry per block
+``{stage, block, row, col, values}``, values the attention row of the patch covering it on that block's grid,
+raster order, as drawn), ``paths(side)`` (the drawn routes), ``colorScale(side)`` ({lo, hi, log}),
+``legend(side)`` (the legend, axis, unit, scale and path texts).
 """
 from patchorder.explore.report import Report, build_report, to_wandb_html, write_report
 from patchorder.explore.source import ExplorerInputError, find_export, load_export

@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="auto: uint8 log scale for non-negative attention, float16 for signed; f16: always float16")
     parser.add_argument("--floor", type=float, default=1e-4,
                         help="log scale: smallest value kept, relative to its row's maximum (default 1e-4)")
+    parser.add_argument("--max-layout-points", type=int, default=1024,
+                        help="t-SNE / UMAP of a block's patches only up to this many patches; larger blocks get PCA "
+                             "and the page says so (default 1024; VMamba-T's 56x56 stage 0 has 3136)")
     parser.add_argument("--title", help="page title")
     return parser.parse_args(argv)
 
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         report = write_report(args.source, output, compare=args.compare, title=args.title,
                             methods=[m.strip() for m in args.methods.split(",") if m.strip()], seed=args.seed,
-                            max_mb=args.max_mb, encoding=args.encoding, floor=args.floor)
+                            max_mb=args.max_mb, encoding=args.encoding, floor=args.floor,
+                            max_layout_points=args.max_layout_points)
     except (ExplorerInputError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)

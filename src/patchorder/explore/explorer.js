@@ -14,7 +14,7 @@
   const PAD = 14;
   const CLICK_SLOP = 4; // px: a drag shorter than this is a click
   const PICK_RADIUS = 8; // px: how close a click must be to a point
-  const LOG_DECADES = 3; // log colour scale spans max / 10^3 .. max
+  const THUMB_SIZE = 96; // px: side of an overview thumbnail
 
   let data = null;
   let arrays = null;
@@ -22,8 +22,10 @@
   const state = {
     variant: 0, stage: 0, block: 0, route: "merged", image: "mean", mode: "patches", method: "pca",
     colorBy: "column", patch: null, highlighted: new Set(), highlightedPoints: new Set(),
-    showPath: false, logColor: false, ignoreSelf: false, opacity: 0.65,
+    pathRoute: "off", logColor: true, ignoreSelf: false, opacity: 0.65, sharedScale: true,
   };
+  // The log colour scale spans [floor * max, max], floor = the W&B pictures' log_floor (set from the data).
+  let logDecades = 3;
 
   // ---------- decoding ----------
   function base64Bytes(text) {
@@ -109,23 +111,55 @@
     const block = currentBlock(side);
     if (!block) return { reason: "this side has no such block / reduction" };
     if (state.patch === null) return { reason: "click a patch (or a point) to see its attention" };
+    return attentionRow(block, state.patch);
+  }
+  // Row `patch` of `block` for the selected route and image: {values, signed} or {reason}.
+  function attentionRow(block, patch) {
+    const ref = storedMatrix(block);
+    if (ref.reason) return ref;
+    return { values: matrixRow(ref.ref, ref.index, patch, gridOf(block).L), signed: block.encoding === "f16" };
+  }
+  // The stored matrix behind the selected route and image: {ref, index} or {reason}.
+  function storedMatrix(block) {
     const view = block.views[state.route];
     if (!view) return { reason: `route ${state.route} is not in this export (it holds merged attention only)` };
-    const { L } = gridOf(block);
     const perImage = state.image !== "mean";
     const ref = perImage ? view.images : view.mean;
     if (!ref) {
       const what = perImage ? "per-image matrices" : "the image mean";
       return { reason: `${what} of this route are not stored in this report (size budget); rebuild with a larger --max-mb` };
     }
-    return { values: matrixRow(ref, perImage ? state.image : 0, state.patch, L), signed: block.encoding === "f16" };
+    return { ref, index: perImage ? state.image : 0 };
   }
 
-  function routeOf(side, block) {
+  // ---------- patches across stages ----------
+  // The patch of grid `to` under the centre of patch `patch` of grid `from`: on a coarser grid the patch that
+  // covers it (VMamba halves the grid per stage), on a finer one the patch at its centre.
+  function mapPatch(from, patch, to) {
+    const r = Math.floor(patch / from.W), c = patch % from.W;
+    const row = Math.min(to.H - 1, Math.floor((r + 0.5) * to.H / from.H));
+    const col = Math.min(to.W - 1, Math.floor((c + 0.5) * to.W / from.W));
+    return row * to.W + col;
+  }
+  function finestGrid(side) {
+    const variant = variantOf(side);
+    const blocks = variant ? variant.blocks : [];
+    return blocks.reduce((best, b) => (!best || gridOf(b).L > best.L ? gridOf(b) : best), null);
+  }
+
+  // Route k of a block (raster patch visited at each sequence position); default: the selected route, or the
+  // forward route when the routes are merged.
+  function routeOf(side, block, k = state.route === "merged" ? 0 : Number(state.route)) {
     const routes = arrays[block.routes];
     const { L } = gridOf(block);
-    const k = state.route === "merged" ? 0 : Number(state.route);
     return routes.subarray(k * L, (k + 1) * L);
+  }
+  // The routes whose paths are drawn: [] (off), one route, or every route of the scheme.
+  function pathRoutes(block) {
+    if (state.pathRoute === "off") return [];
+    const count = block.route_names.length;
+    if (state.pathRoute === "all") return [...Array(count).keys()];
+    return [Math.min(count - 1, Number(state.pathRoute))];
   }
   function positionsOf(route) {
     const pos = new Int32Array(route.length);
@@ -141,7 +175,7 @@
       const block = currentBlock(side);
       if (!block) return { reason: "no such block" };
       const id = block.patch_embedding[state.method];
-      if (id === undefined) return { reason: `${state.method} was not computed for this report` };
+      if (id === undefined) return { reason: block.patch_embedding_notes[state.method] || `${state.method} was not computed for this report` };
       return unpackPoints(arrays[id], "patches", block.patch_embedding_notes[state.method]);
     }
     const entry = variant.block_embeddings[String(state.stage)];
@@ -165,19 +199,23 @@
   }
   function blockColor(index) { const c = data.colormaps.blocks; return c[index % c.length]; }
 
-  function heatScale(values, signed, selfIndex) {
+  // One colour scale over several attention rows (one per side when the sides share a scale).
+  // `rows`: [{values, self}] with `self` the query patch, left out of the range when "ignore self" is on.
+  function heatScale(rows, signed) {
     let lo = Infinity, hi = -Infinity;
-    values.forEach((v, k) => {
-      if (state.ignoreSelf && k === selfIndex) return;
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-    });
+    for (const { values, self } of rows) {
+      values.forEach((v, k) => {
+        if (state.ignoreSelf && k === self) return;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      });
+    }
     if (!signed) lo = 0;
     if (!(hi > lo)) hi = lo + 1;
     const useLog = state.logColor && !signed;
-    const floor = hi / 10 ** LOG_DECADES;
+    const floor = hi / 10 ** logDecades;
     const toUnit = useLog
-      ? (v) => (v <= floor ? 0 : Math.min(1, Math.log10(v / floor) / LOG_DECADES))
+      ? (v) => (v <= floor ? 0 : Math.min(1, Math.log10(v / floor) / logDecades))
       : (v) => Math.max(0, Math.min(1, (v - lo) / (hi - lo)));
     return { lo: useLog ? floor : lo, hi, toUnit, useLog };
   }
@@ -238,7 +276,7 @@
     side.layout = null;
     if (points.reason) {
       side.scatterNote.textContent = points.reason;
-      side.legend.textContent = "";
+      side.legend.textContent = side.axisX.textContent = side.axisY.textContent = "";
       return;
     }
     side.scatterNote.textContent = points.note;
@@ -280,18 +318,39 @@
     return context;
   }
 
+  const METHOD_NAMES = { pca: "PCA", tsne: "t-SNE", umap: "UMAP" };
+  const AXIS_NAMES = { pca: ["principal component 1", "principal component 2"], tsne: ["t-SNE 1", "t-SNE 2"], umap: ["UMAP 1", "UMAP 2"] };
+
+  // A colour ramp with its end labels, for the legend.
+  function ramp(name, from, to, label) {
+    const stops = [0, 0.25, 0.5, 0.75, 1].map((t) => `${colorAt(name, t)} ${t * 100}%`).join(", ");
+    return `<span class="ramp-legend">${escapeHtml(label)}: ${escapeHtml(from)} <i class="ramp" style="background:linear-gradient(to right, ${stops})"></i> ${escapeHtml(to)}</span>`;
+  }
+
   function drawLegend(side, points, context) {
-    const methodName = { pca: "PCA", tsne: "t-SNE", umap: "UMAP" }[state.method] || state.method;
+    const methodName = METHOD_NAMES[state.method] || state.method;
+    const [xName, yName] = AXIS_NAMES[state.method] || [`${methodName} 1`, `${methodName} 2`];
+    side.axisX.textContent = `${xName} →`;
+    side.axisY.textContent = `${yName} →`;
+    const perImage = state.image !== "mean";
     if (points.kind === "blocks") {
-      side.legend.innerHTML = context.stageBlocks
-        .map((b, i) => `<span><i style="background:${blockColor(i)}"></i>block ${escapeHtml(String(b))}</span>`).join("");
+      side.legend.innerHTML = "<span>colour = block:</span>" + context.stageBlocks
+        .map((b, i) => `<span><i style="background:${blockColor(i)}"></i>block ${escapeHtml(String(b))}</span>`).join("") +
+        "<span>one point per (block, image); ringed: the selected block" + (perImage ? " and image" : "") + "</span>";
       side.scatterCaption.textContent = `${methodName} of every (block, image) attention matrix of stage ${state.stage}; click a point to open it`;
-    } else {
-      side.legend.textContent = "";
-      const encoding = state.colorBy === "column" ? "colour = column, size = row" : "colour = sequence position";
-      const block = currentBlock(side), source = block && block.summed_routes ? "sum of routes" : "merged";
-      side.scatterCaption.textContent = `${methodName} of each patch's attention row (image mean, ${source}), ${encoding}`;
+      return;
     }
+    const { H, W, L } = context.grid;
+    if (state.colorBy === "column") {
+      side.legend.innerHTML = ramp("column", "0", String(W - 1), "colour = column") +
+        `<span class="size-legend">size = row: <i style="width:3px;height:3px"></i> 0 … <i style="width:10px;height:10px"></i> ${H - 1}</span>`;
+    } else {
+      const block = currentBlock(side), k = state.route === "merged" ? 0 : Number(state.route);
+      side.legend.innerHTML = ramp("position", "0", String(L - 1), `colour = position in route ${k} (${block.route_names[k]})`);
+    }
+    const block = currentBlock(side), source = block && block.summed_routes ? "sum of routes" : "merged";
+    const imageNote = perImage ? "; the layout is computed from the image mean, the image selector changes the heatmap only" : "";
+    side.scatterCaption.textContent = `${methodName} of each patch's attention row (image mean, ${source})${imageNote}`;
   }
 
   // ---------- patch view ----------
@@ -319,11 +378,25 @@
     return { H, W, cell, width: cell * W, height: cell * H };
   }
 
-  function drawPatches(side) {
+  // Colour scales of the patch heatmaps: one per side, or one for both (compare mode, "one colour scale").
+  function heatScales() {
+    const rows = sides.map((side) => (side.heat && side.heat.values ? { values: side.heat.values, self: state.patch } : null));
+    const signed = sides.some((side) => side.heat && side.heat.signed);
+    if (sides.length > 1 && state.sharedScale) {
+      const present = rows.filter(Boolean);
+      const shared = present.length ? heatScale(present, signed) : null;
+      return rows.map((row) => (row ? shared : null));
+    }
+    return rows.map((row, i) => (row ? heatScale([row], sides[i].heat.signed) : null));
+  }
+
+  function drawPatches(side, scale) {
     const block = currentBlock(side);
     if (!block) {
       setupCanvas(side.patches, GRID_SIZE, GRID_SIZE);
+      setupCanvas(side.probe, GRID_SIZE, GRID_SIZE);
       side.patchNote.textContent = "this side has no such block";
+      side.pathLegend.textContent = "";
       return;
     }
     const grid = (side.grid = gridLayout(block));
@@ -331,42 +404,56 @@
     const imageIndex = state.image === "mean" ? 0 : state.image;
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(imageCanvas(side, imageIndex), 0, 0, grid.width, grid.height);
-    const heat = heatmap(side);
-    side.heat = heat;
-    if (heat.values) {
-      const scale = heatScale(heat.values, heat.signed, state.patch);
-      side.heatScale = scale;
+    const heat = side.heat;
+    side.heatScale = scale;
+    if (heat.values && scale) {
       ctx.globalAlpha = state.opacity;
       for (let i = 0; i < heat.values.length; i++) {
         ctx.fillStyle = colorAt("heat", scale.toUnit(heat.values[i]));
         ctx.fillRect((i % grid.W) * grid.cell, Math.floor(i / grid.W) * grid.cell, grid.cell + 0.5, grid.cell + 0.5);
       }
       ctx.globalAlpha = 1;
-      drawColorbar(side, scale);
-    } else {
-      side.heatScale = null;
-      drawColorbar(side, null);
     }
+    drawColorbar(side, heat.values ? scale : null);
     side.patchNote.textContent = heat.reason || "";
     if (grid.cell >= 8) drawGridLines(ctx, grid);
     if (state.highlighted.size) drawHighlights(ctx, grid);
-    if (state.showPath) drawPath(ctx, grid, routeOf(side, block));
-    if (state.patch !== null) {
-      ctx.strokeStyle = "#fff"; ctx.lineWidth = 3;
-      const r = Math.floor(state.patch / grid.W), c = state.patch % grid.W;
-      ctx.strokeRect(c * grid.cell + 1.5, r * grid.cell + 1.5, grid.cell - 3, grid.cell - 3);
-      ctx.strokeStyle = "#d6336c";
-      ctx.lineWidth = 1.5;
-      ctx.strokeRect(c * grid.cell + 0.75, r * grid.cell + 0.75, grid.cell - 1.5, grid.cell - 1.5);
-    }
+    side.drawnPaths = pathRoutes(block).map((k) => ({ k, route: routeOf(side, block, k) }));
+    side.drawnPaths.forEach(({ k, route }, n) => drawPath(ctx, grid, route, side.drawnPaths.length > 1 ? n : null));
+    drawPathLegend(side, block);
+    if (state.patch !== null) outlinePatch(ctx, grid, state.patch);
     if (side.drag && side.drag.canvas === side.patches && side.drag.moved) {
       const { x0, y0, x1, y1 } = side.drag;
       ctx.strokeStyle = "#fff"; ctx.lineWidth = 1; ctx.setLineDash([4, 3]);
       ctx.strokeRect(Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0));
       ctx.setLineDash([]);
     }
+    drawProbe(side, grid, imageIndex);
     const background = state.image === "mean" ? "image 0 shown; attention averaged over all images" : side.data.image_names[state.image];
-    side.patchCaption.textContent = `stage ${state.stage} block ${state.block}, ${gridOf(block).H}x${gridOf(block).W} patches; ${background}`;
+    side.patchCaption.textContent = `stage ${state.stage} block ${state.block}, ${grid.H}x${grid.W} patches; ${background}`;
+  }
+
+  function outlinePatch(ctx, grid, patch) {
+    const r = Math.floor(patch / grid.W), c = patch % grid.W;
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = 3;
+    ctx.strokeRect(c * grid.cell + 1.5, r * grid.cell + 1.5, grid.cell - 3, grid.cell - 3);
+    ctx.strokeStyle = "#d6336c"; ctx.lineWidth = 1.5;
+    ctx.strokeRect(c * grid.cell + 0.75, r * grid.cell + 0.75, grid.cell - 1.5, grid.cell - 1.5);
+  }
+
+  // The probe image beside the heatmap, unblended (pixels as stored), with the patch grid and the query patch.
+  function drawProbe(side, grid, imageIndex) {
+    const ctx = setupCanvas(side.probe, grid.width, grid.height);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(imageCanvas(side, imageIndex), 0, 0, grid.width, grid.height);
+    if (grid.cell >= 8) {
+      ctx.strokeStyle = "rgba(255,255,255,0.45)"; ctx.lineWidth = 1; ctx.setLineDash([2, 3]);
+      ctx.beginPath();
+      for (let c = 1; c < grid.W; c++) { ctx.moveTo(c * grid.cell, 0); ctx.lineTo(c * grid.cell, grid.height); }
+      for (let r = 1; r < grid.H; r++) { ctx.moveTo(0, r * grid.cell); ctx.lineTo(grid.width, r * grid.cell); }
+      ctx.stroke(); ctx.setLineDash([]);
+    }
+    if (state.patch !== null) outlinePatch(ctx, grid, state.patch);
   }
 
   function drawGridLines(ctx, grid) {
@@ -388,31 +475,208 @@
     }
   }
 
-  function drawPath(ctx, grid, route) {
+  // One route's path through the patch centres: coloured by sequence position (one route) or in the route's own
+  // colour (several); the start is a filled disc, the end a square.
+  function drawPath(ctx, grid, route, colourIndex) {
     const centre = (i) => [(i % grid.W + 0.5) * grid.cell, (Math.floor(i / grid.W) + 0.5) * grid.cell];
+    const own = colourIndex === null ? null : blockColor(colourIndex);
+    const colour = (t) => own || colorAt("position", t);
+    const offset = colourIndex === null ? 0 : (colourIndex - 1.5) * Math.min(2, grid.cell / 10); // routes side by side
     ctx.lineWidth = Math.max(1, Math.min(3, grid.cell / 6));
     for (let s = 1; s < route.length; s++) {
       const [xa, ya] = centre(route[s - 1]), [xb, yb] = centre(route[s]);
-      ctx.strokeStyle = colorAt("position", s / (route.length - 1));
-      ctx.beginPath(); ctx.moveTo(xa, ya); ctx.lineTo(xb, yb); ctx.stroke();
+      ctx.strokeStyle = colour(s / (route.length - 1));
+      ctx.beginPath(); ctx.moveTo(xa + offset, ya + offset); ctx.lineTo(xb + offset, yb + offset); ctx.stroke();
     }
-    const [sx, sy] = centre(route[0]);
-    ctx.fillStyle = colorAt("position", 0);
-    ctx.beginPath(); ctx.arc(sx, sy, Math.max(3, grid.cell / 4), 0, 2 * Math.PI); ctx.fill();
+    const mark = Math.max(3, Math.min(9, grid.cell / 4));
+    const [sx, sy] = centre(route[0]), [ex, ey] = centre(route[route.length - 1]);
+    ctx.lineWidth = 1.5; ctx.strokeStyle = "#fff";
+    ctx.fillStyle = colour(0);
+    ctx.beginPath(); ctx.arc(sx + offset, sy + offset, mark, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
+    ctx.fillStyle = colour(1);
+    ctx.fillRect(ex + offset - mark, ey + offset - mark, 2 * mark, 2 * mark);
+    ctx.strokeRect(ex + offset - mark, ey + offset - mark, 2 * mark, 2 * mark);
+  }
+
+  function drawPathLegend(side, block) {
+    const { W } = gridOf(block), at = (i) => `row ${Math.floor(i / W)}, col ${i % W}`;
+    const several = side.drawnPaths.length > 1;
+    side.pathLegend.innerHTML = side.drawnPaths.map(({ k, route }, n) => {
+      const swatch = several ? `<i style="background:${blockColor(n)}"></i>` : "";
+      return `<span>${swatch}path of route ${k} (${escapeHtml(block.route_names[k])}): ● start ${at(route[0])}, ` +
+        `■ end ${at(route[route.length - 1])}</span>`;
+    }).join("") + (side.drawnPaths.length === 1 ? "<span>colour = sequence position (viridis, dark = early)</span>" : "");
   }
 
   function drawColorbar(side, scale) {
     const ctx = setupCanvas(side.colorbar, 200, 10);
-    if (!scale) { side.colorMin.textContent = side.colorMax.textContent = ""; return; }
+    if (!scale) { side.colorMin.textContent = side.colorMax.textContent = side.scaleNote.textContent = ""; return; }
     for (let x = 0; x < 200; x++) { ctx.fillStyle = colorAt("heat", x / 199); ctx.fillRect(x, 0, 1, 10); }
-    side.colorMin.textContent = formatValue(scale.lo) + (scale.useLog ? " (log)" : "");
+    side.colorMin.textContent = formatValue(scale.lo);
     side.colorMax.textContent = formatValue(scale.hi);
+    const kind = scale.useLog ? `log scale over ${logDecades} decades (as the W&B pictures)` : "linear scale";
+    const shared = sides.length > 1 && state.sharedScale ? "; one scale for both sides" : "";
+    side.scaleNote.textContent = `${kind}${shared}`;
   }
 
   function formatValue(v) {
     if (v === 0) return "0";
     const a = Math.abs(v);
     return a >= 1e4 || a < 1e-3 ? v.toExponential(3) : v.toPrecision(4);
+  }
+
+  // ---------- model overview ----------
+  // For the finest-grid patch `patch0` (stage 0 when exported): one entry per block with the patch that covers
+  // it on that block's grid and its attention row (selected route and image), or the reason it is missing.
+  function overviewEntries(side, patch0) {
+    const variant = variantOf(side), grid0 = finestGrid(side);
+    if (!variant || !grid0 || patch0 === null) return [];
+    return variant.blocks.map((block) => {
+      const grid = gridOf(block), patch = mapPatch(grid0, patch0, grid);
+      return { block, patch, row: Math.floor(patch / grid.W), col: patch % grid.W, ...attentionRow(block, patch) };
+    });
+  }
+  function selectedPatch0(side) {
+    const block = currentBlock(side), grid0 = finestGrid(side);
+    return block && grid0 && state.patch !== null ? mapPatch(gridOf(block), state.patch, grid0) : null;
+  }
+
+  function buildOverview(side) {
+    const variant = side.data.variants[0];
+    const stages = [...new Set(variant.blocks.map((b) => b.stage))];
+    for (const [container, kind] of [[side.overview, "patch"], [side.overviewMatrix, "matrix"]]) {
+      container.innerHTML = stages.map((stage) => {
+        const blocks = variant.blocks.filter((b) => b.stage === stage);
+        const { H, W } = gridOf(blocks[0]);
+        return `<div class="stage-row"><span class="stage-label">stage ${stage}<br>${H}x${W}</span>` +
+          blocks.map((b) => `<button type="button" class="thumb" data-key="${escapeHtml(b.key)}" data-stage="${b.stage}" ` +
+            `data-block="${b.block}" title="open stage ${b.stage} block ${b.block}"><canvas></canvas>` +
+            `<span>block ${b.block}</span></button>`).join("") + "</div>";
+      }).join("");
+      container.querySelectorAll("button.thumb").forEach((button) => {
+        side.thumbs.set(`${kind}:${button.dataset.key}`, button);
+        button.addEventListener("click", () => openFromOverview(side, Number(button.dataset.stage), Number(button.dataset.block)));
+      });
+    }
+  }
+
+  // Click on a thumbnail: open that block with the patch the overview showed for it.
+  function openFromOverview(side, stage, blockNumber) {
+    const patch0 = selectedPatch0(side), grid0 = finestGrid(side);
+    select(stage, blockNumber);
+    if (patch0 !== null) {
+      state.patch = mapPatch(grid0, patch0, gridOf(currentBlock(sides[0])));
+      render();
+    }
+  }
+
+  function thumbSize(grid) {
+    const cell = THUMB_SIZE / Math.max(grid.H, grid.W);
+    return { cell, width: cell * grid.W, height: cell * grid.H };
+  }
+
+  function drawOverview(side, index, overviews) {
+    const entries = overviews[index], grid0 = finestGrid(side), patch0 = selectedPatch0(side);
+    const what = routeLabel(currentBlock(side)) + (state.image === "mean" ? ", image mean" : `, ${side.data.image_names[state.image]}`);
+    if (patch0 === null) {
+      side.overviewCaption.textContent = "click a patch to follow its attention through every block";
+    } else {
+      const shared = sides.length > 1 && state.sharedScale ? "; each block on one scale for both sides" : "";
+      side.overviewCaption.textContent = `Attention of stage-0 patch (row ${Math.floor(patch0 / grid0.W)}, col ${patch0 % grid0.W}) ` +
+        `in every block, mapped to the patch that covers it on coarser grids (outlined); ${what}; ` +
+        `each thumbnail on its own ${state.logColor ? "log" : "linear"} scale${shared}. Click one to open that block.`;
+    }
+    for (const entry of entries) {
+      const button = side.thumbs.get(`patch:${entry.block.key}`);
+      if (!button) continue;
+      button.classList.toggle("current", entry.block.stage === state.stage && entry.block.block === state.block);
+      const grid = gridOf(entry.block), size = thumbSize(grid);
+      const ctx = setupCanvas(button.querySelector("canvas"), size.width, size.height);
+      ctx.fillStyle = "#eee"; ctx.fillRect(0, 0, size.width, size.height);
+      button.title = entry.reason ? `stage ${entry.block.stage} block ${entry.block.block}: ${entry.reason}` :
+        `open stage ${entry.block.stage} block ${entry.block.block} (patch row ${entry.row}, col ${entry.col})`;
+      if (!entry.values) continue;
+      const rows = [{ values: entry.values, self: entry.patch }];
+      if (sides.length > 1 && state.sharedScale) {
+        overviews.forEach((other, j) => {
+          const twin = j !== index && other.find((e) => e.block.key === entry.block.key && e.values);
+          if (twin) rows.push({ values: twin.values, self: twin.patch });
+        });
+      }
+      const scale = heatScale(rows, entry.signed);
+      for (let i = 0; i < entry.values.length; i++) {
+        ctx.fillStyle = colorAt("heat", scale.toUnit(entry.values[i]));
+        ctx.fillRect((i % grid.W) * size.cell, Math.floor(i / grid.W) * size.cell, size.cell + 0.5, size.cell + 0.5);
+      }
+      ctx.strokeStyle = "#2fd3ff"; ctx.lineWidth = Math.max(1, Math.min(2, size.cell / 3));
+      ctx.strokeRect(entry.col * size.cell + 0.5, entry.row * size.cell + 0.5, size.cell - 1, size.cell - 1);
+    }
+    drawMatrixOverview(side);
+  }
+
+  function routeLabel(block) {
+    if (!block) return "";
+    if (state.route === "merged") return block.summed_routes ? "all routes summed" : "merged routes";
+    return `route ${state.route} (${block.route_names[Number(state.route)]})`;
+  }
+
+  // Every block's attention matrix (rows = query, columns = key patch), averaged over tiles down to the thumbnail
+  // size and coloured like the W&B matrix pictures (|values| over their maximum, log floor of the pictures).
+  function drawMatrixOverview(side) {
+    const variant = variantOf(side);
+    side.overviewMatrixCaption.textContent = `Attention matrices of every block (${routeLabel(currentBlock(side))}, ` +
+      `${state.image === "mean" ? "image mean" : side.data.image_names[state.image]}; rows = query patch, columns = key ` +
+      `patch, raster order; ${state.logColor ? "log" : "linear"} colour per matrix, as the W&B pictures). Click one to open it.`;
+    if (!variant) return;
+    for (const block of variant.blocks) {
+      const button = side.thumbs.get(`matrix:${block.key}`);
+      if (!button) continue;
+      button.classList.toggle("current", block.stage === state.stage && block.block === state.block);
+      const picture = matrixThumbnail(side, block);
+      const canvas = button.querySelector("canvas");
+      const ctx = setupCanvas(canvas, THUMB_SIZE, THUMB_SIZE);
+      ctx.fillStyle = "#eee"; ctx.fillRect(0, 0, THUMB_SIZE, THUMB_SIZE);
+      button.title = picture.reason ? `stage ${block.stage} block ${block.block}: ${picture.reason}` : `open stage ${block.stage} block ${block.block}`;
+      if (picture.canvas) { ctx.imageSmoothingEnabled = false; ctx.drawImage(picture.canvas, 0, 0, THUMB_SIZE, THUMB_SIZE); }
+    }
+  }
+
+  function matrixThumbnail(side, block) {
+    const stored = storedMatrix(block);
+    if (stored.reason) return stored;
+    const key = `${block.key}|${state.variant}|${state.route}|${state.image}|${state.logColor}`;
+    side.matrixCache = side.matrixCache || new Map();
+    if (!side.matrixCache.has(key)) {
+      const { L } = gridOf(block), tile = Math.max(1, Math.ceil(L / THUMB_SIZE)), n = Math.ceil(L / tile);
+      const sums = new Float64Array(n * n), counts = new Float64Array(n * n);
+      for (let q = 0; q < L; q++) {
+        const row = matrixRow(stored.ref, stored.index, q, L), base = Math.floor(q / tile) * n;
+        for (let k = 0; k < L; k++) { sums[base + Math.floor(k / tile)] += Math.abs(row[k]); counts[base + Math.floor(k / tile)] += 1; }
+      }
+      let top = 0;
+      for (let i = 0; i < sums.length; i++) { sums[i] /= counts[i]; top = Math.max(top, sums[i]); }
+      const canvas = document.createElement("canvas");
+      canvas.width = canvas.height = n;
+      const ctx = canvas.getContext("2d"), image = ctx.createImageData(n, n), table = lut("heat");
+      for (let i = 0; i < sums.length; i++) {
+        const relative = top > 0 ? sums[i] / top : 0;
+        const t = state.logColor ? Math.max(0, 1 + Math.log10(Math.max(relative, 10 ** -logDecades)) / logDecades) : relative;
+        const c = Math.round(Math.min(1, t) * 255) * 3;
+        image.data.set([table[c], table[c + 1], table[c + 2], 255], 4 * i);
+      }
+      ctx.putImageData(image, 0, 0);
+      side.matrixCache.set(key, { canvas });
+    }
+    return side.matrixCache.get(key);
+  }
+
+  // What the heatmap's numbers are, in one line.
+  function drawUnit(side) {
+    const variant = variantOf(side), block = currentBlock(side);
+    if (!variant || !block) { side.unit.textContent = ""; return; }
+    const meaning = (data.reduce_meanings || {})[variant.reduce] || variant.reduce;
+    const routes = block.summed_routes && state.route === "merged" ? "; the export keeps routes apart, shown here summed" : "";
+    side.unit.textContent = `values (${variant.reduce}): ${meaning}${routes}`;
   }
 
   // ---------- metrics ----------
@@ -427,6 +691,9 @@
     rows.push(`<tr><td>routes</td><td class="value">${escapeHtml(block.route_names.join(", "))}</td></tr>`);
     rows.push(`<tr><td>stored as</td><td class="value">${block.encoding === "log8" ? "uint8 log scale" : "float16"}</td></tr>`);
     table.innerHTML = `<caption>stage ${escapeHtml(String(block.stage))} block ${escapeHtml(String(block.block))} (${escapeHtml(variant.reduce)})</caption>${rows.join("")}`;
+    const n = side.data.images.n;
+    side.metricsNote.textContent = `Metrics over all ${n} images` +
+      (state.image === "mean" ? "." : `, not only ${side.data.image_names[state.image]}.`);
   }
   function formatMetric(v) { return v === null ? "n/a" : typeof v === "number" ? formatValue(v) : escapeHtml(String(v)); }
   function escapeHtml(text) {
@@ -514,7 +781,7 @@
       const p = localPoint(canvas, event);
       Object.assign(side.drag, { x1: p.x, y1: p.y });
       side.drag.moved = side.drag.moved || Math.hypot(p.x - side.drag.x0, p.y - side.drag.y0) > CLICK_SLOP;
-      if (side.drag.moved) (canvas === side.scatter ? drawScatter : drawPatches)(side);
+      if (side.drag.moved) canvas === side.scatter ? drawScatter(side) : drawPatches(side, side.heatScale);
     });
     canvas.addEventListener("pointerup", (event) => {
       if (!side.drag || side.drag.canvas !== canvas) return;
@@ -571,11 +838,19 @@
       [n, name + (view && !view.images ? " (not stored)" : "")]));
     fillSelect($("sel-image"), images, state.image);
     $("sel-mode").value = state.mode;
+    const single = !blocksModeAvailable(state.stage);
+    $("sel-mode").querySelector('option[value="blocks"]').disabled = single;
+    $("mode-note").textContent = single ? `(stage ${state.stage}: one block, no block scatter)` : "";
+    $("mode-note").title = single ? singleBlockReason(state.stage) : "";
+    const paths = [["off", "off"]].concat((block ? block.route_names : []).map((name, k) => [String(k), `route ${k}: ${name}`]));
+    if (block && block.route_names.length > 1) paths.push(["all", "all routes"]);
+    fillSelect($("sel-path"), paths, state.pathRoute);
+    $("chk-shared").checked = state.sharedScale;
+    $("lbl-shared").hidden = sides.length < 2;
     const methods = methodsOf(variant);
     fillSelect($("sel-method"), methods.map((m) => [m, { pca: "PCA", tsne: "t-SNE", umap: "UMAP" }[m] || m]), state.method);
     $("sel-color").value = state.colorBy;
     $("sel-color").disabled = state.mode !== "patches";
-    $("chk-path").checked = state.showPath;
     $("chk-log").checked = state.logColor;
     $("chk-self").checked = state.ignoreSelf;
     $("rng-opacity").value = String(state.opacity);
@@ -594,7 +869,8 @@
     $("sel-mode").addEventListener("change", (e) => setMode(e.target.value));
     $("sel-method").addEventListener("change", (e) => setMethod(e.target.value));
     $("sel-color").addEventListener("change", (e) => { state.colorBy = e.target.value; render(); });
-    $("chk-path").addEventListener("change", (e) => { state.showPath = e.target.checked; render(); });
+    $("sel-path").addEventListener("change", (e) => setPathRoute(e.target.value));
+    $("chk-shared").addEventListener("change", (e) => { state.sharedScale = e.target.checked; render(); });
     $("chk-log").addEventListener("change", (e) => { state.logColor = e.target.checked; render(); });
     $("chk-self").addEventListener("change", (e) => { state.ignoreSelf = e.target.checked; render(); });
     $("rng-opacity").addEventListener("input", (e) => { state.opacity = Number(e.target.value); render(); });
@@ -609,16 +885,18 @@
     const blocks = blocksOfStage(left, stage).map((b) => b.block);
     const wanted = block === null || block === undefined ? blocks[0] : block;
     if (!blocks.includes(wanted)) throw new Error(`stage ${stage} has no block ${wanted}; blocks: ${blocks.join(", ")}`);
-    const previousGrid = currentBlock(left) && currentBlock(left).grid.join("x");
+    const previous = currentBlock(left);
     state.stage = stage;
     state.block = wanted;
     const next = currentBlock(left);
-    if (next.grid.join("x") !== previousGrid) { // patch indices mean nothing on another grid
-      state.patch = centrePatch(next);
+    if (!previous || next.grid.join("x") !== previous.grid.join("x")) {
+      // patch indices mean nothing on another grid: keep the patch under the same place of the image
+      state.patch = previous && state.patch !== null ? mapPatch(gridOf(previous), state.patch, gridOf(next)) : centrePatch(next);
       state.highlighted = new Set();
     }
     state.highlightedPoints = new Set();
     if (!next.views[state.route]) state.route = "merged";
+    if (state.mode === "blocks" && !blocksModeAvailable(stage)) state.mode = "patches";
     render();
   }
   function centrePatch(block) { const { H, W } = gridOf(block); return Math.floor(H / 2) * W + Math.floor(W / 2); }
@@ -641,7 +919,23 @@
   }
   function setMode(mode) {
     if (mode !== "patches" && mode !== "blocks") throw new Error(`mode must be 'patches' or 'blocks', got ${mode}`);
+    if (mode === "blocks" && !blocksModeAvailable(state.stage)) throw new Error(singleBlockReason(state.stage));
     state.mode = mode;
+    render();
+  }
+  // The block scatter compares the blocks of a stage; with one block it would be a single cluster of images.
+  function blocksModeAvailable(stage) { return blocksOfStage(sides[0], stage).length > 1; }
+  function singleBlockReason(stage) {
+    return `stage ${stage} has one block: a scatter of its blocks would be a single cluster of the ` +
+      `${sides[0].data.images.n} images' matrices; choose a stage with several blocks`;
+  }
+  function setPathRoute(route) {
+    const block = currentBlock(sides[0]), count = block.route_names.length;
+    const value = route === "off" || route === "all" ? route : Number(route);
+    if (value !== "off" && value !== "all" && !(Number.isInteger(value) && value >= 0 && value < count)) {
+      throw new Error(`path must be 'off', 'all' or a route 0..${count - 1}, got ${route}`);
+    }
+    state.pathRoute = value === "off" || value === "all" ? value : String(value);
     render();
   }
   function setMethod(method) {
@@ -682,34 +976,51 @@
     section.innerHTML = `
       <h2></h2>
       <div class="views">
-        <figure><canvas class="scatter"></canvas><div class="view-notice scatter-note"></div>
+        <figure class="scatter-figure"><div class="plot"><span class="axis-y"></span><canvas class="scatter"></canvas></div>
+          <div class="axis-x"></div><div class="view-notice scatter-note"></div>
           <div class="legend"></div><figcaption class="scatter-caption"></figcaption></figure>
-        <figure><canvas class="patches"></canvas><div class="colorbar"><span class="cmin"></span><canvas></canvas><span class="cmax"></span></div>
+        <figure><div class="pair"><canvas class="patches"></canvas><canvas class="probe" title="the probe image, unblended"></canvas></div>
+          <div class="colorbar"><span class="cmin"></span><canvas></canvas><span class="cmax"></span><span class="scale-note"></span></div>
+          <div class="unit"></div><div class="path-legend legend"></div>
           <div class="view-notice patch-note"></div><figcaption class="patch-caption"></figcaption></figure>
-        <div class="metrics"><table></table></div>
+        <div class="metrics"><table></table><p class="metrics-note"></p></div>
       </div>
-      <div class="info"></div>`;
+      <div class="info"></div>
+      <details class="overview" open><summary>Model overview</summary>
+        <p class="overview-caption"></p><div class="overview-patch"></div>
+        <p class="overview-matrix-caption"></p><div class="overview-matrix"></div></details>`;
     section.querySelector("h2").textContent = sideData.label;
     $("sides").appendChild(section);
     const q = (selector) => section.querySelector(selector);
     const side = {
       data: sideData, root: section, scatter: q("canvas.scatter"), patches: q("canvas.patches"),
-      colorbar: q(".colorbar canvas"), colorMin: q(".cmin"), colorMax: q(".cmax"), legend: q(".legend"),
+      probe: q("canvas.probe"), colorbar: q(".colorbar canvas"), colorMin: q(".cmin"), colorMax: q(".cmax"),
+      scaleNote: q(".scale-note"), unit: q(".unit"), legend: q(".scatter-figure .legend"),
+      pathLegend: q(".path-legend"), axisX: q(".axis-x"), axisY: q(".axis-y"),
       scatterNote: q(".scatter-note"), patchNote: q(".patch-note"), scatterCaption: q(".scatter-caption"),
-      patchCaption: q(".patch-caption"), metrics: q(".metrics table"), info: q(".info"), drag: null,
+      patchCaption: q(".patch-caption"), metrics: q(".metrics table"), metricsNote: q(".metrics-note"),
+      info: q(".info"), drag: null, overview: q(".overview-patch"), overviewCaption: q(".overview-caption"),
+      overviewMatrix: q(".overview-matrix"), overviewMatrixCaption: q(".overview-matrix-caption"),
+      thumbs: new Map(),
     };
     attachScatter(side);
     attachPatches(side);
+    buildOverview(side);
     return side;
   }
 
   function render() {
     syncToolbar();
-    for (const side of sides) {
+    for (const side of sides) side.heat = heatmap(side);
+    const scales = heatScales();
+    const overviews = sides.map((side) => overviewEntries(side, selectedPatch0(side)));
+    sides.forEach((side, i) => {
       drawScatter(side);
-      drawPatches(side);
+      drawPatches(side, scales[i]);
+      drawUnit(side);
       drawMetrics(side);
-    }
+      drawOverview(side, i, overviews);
+    });
   }
 
   function reportError(message) {
@@ -740,6 +1051,10 @@
     state.block = first.block;
     state.patch = centrePatch(first);
     state.method = methodsOf(variantOf(left))[0] || data.methods[0];
+    if (data.colour) {
+      logDecades = -Math.log10(data.colour.log_floor);
+      state.logColor = data.colour.scale === "log";
+    }
     bindToolbar();
     describe();
     render();
@@ -758,7 +1073,27 @@
   Object.assign(explorer, {
     select, setVariant, setRoute, setImage, setMode, setMethod, clickPatch, brush, clearBrush,
     setColorBy(c) { state.colorBy = c; render(); },
-    setPath(on) { state.showPath = Boolean(on); render(); },
+    setPath(on) { setPathRoute(on ? (state.route === "merged" ? 0 : Number(state.route)) : "off"); },
+    setPathRoute,
+    setSharedScale(on) { state.sharedScale = Boolean(on); render(); },
+    overviewValues(row, col, sideIndex = 0) {
+      const side = sides[sideIndex], grid0 = finestGrid(side);
+      if (!(row >= 0 && row < grid0.H && col >= 0 && col < grid0.W)) throw new Error(`patch (${row}, ${col}) is outside the ${grid0.H}x${grid0.W} stage-0 grid`);
+      return overviewEntries(side, row * grid0.W + col).map((e) => ({
+        stage: e.block.stage, block: e.block.block, row: e.row, col: e.col, values: e.values ? Array.from(e.values) : null,
+        reason: e.reason || null,
+      }));
+    },
+    paths(sideIndex = 0) {
+      const side = sides[sideIndex], block = currentBlock(side);
+      return (side.drawnPaths || []).map(({ k, route }) => ({ route: k, name: block.route_names[k], patches: Array.from(route) }));
+    },
+    colorScale(sideIndex = 0) { const s = sides[sideIndex].heatScale; return s ? { lo: s.lo, hi: s.hi, log: s.useLog } : null; },
+    legend(sideIndex = 0) {
+      const s = sides[sideIndex];
+      return { scatter: s.legend.innerText, axes: [s.axisX.textContent, s.axisY.textContent], unit: s.unit.textContent,
+        scale: s.scaleNote.textContent, paths: s.pathLegend.innerText, metrics: s.metricsNote.textContent };
+    },
     setLogColor(on) { state.logColor = Boolean(on); render(); },
     heatmapValues(sideIndex = 0) { const h = heatmap(sides[sideIndex]); return h.values ? Array.from(h.values) : null; },
     heatmapReason(sideIndex = 0) { return heatmap(sides[sideIndex]).reason || null; },

@@ -19,6 +19,13 @@ from patchorder.attention.export import AttentionExport, BlockAttention
 from patchorder.attention.metrics import compare_exports, metrics_table, scalar_metrics
 from patchorder.explore.packing import Packer, encode_matrix
 
+# What the heatmap's numbers are, per channel reduction (patchorder.attention.kernel), in one line each.
+REDUCE_MEANINGS = {
+    "mean_abs": "mean over the block's channels of |alpha[query, key]|, the weight with which the key patch's input "
+                "enters the query patch's output in the selective scan (no unit; rows are not normalised)",
+    "mean": "mean over the block's channels of the signed alpha[query, key] (no unit; channels of opposite sign cancel)",
+}
+
 
 @dataclass
 class Options:
@@ -27,6 +34,8 @@ class Options:
     encoding: str = "auto"  # "auto": log8 for non-negative blocks, f16 for signed ones; or force "f16"
     floor: float = 1e-4  # log8: smallest value kept, relative to its row's maximum
     max_bytes: int = 15_000_000
+    max_layout_points: int = 1024  # t-SNE / UMAP of patches only for blocks with at most this many (cost)
+    metrics: list | None = None  # metrics_table rows of a single export, when already computed
 
 
 @dataclass
@@ -88,13 +97,22 @@ def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttentio
                                          options.floor, f"{name}: image-mean of route {route}"))
             candidates.append(_Candidate(3, per_route.size, view, "images", per_route, encoding, options.floor,
                                          f"{name}: per-image matrices of route {route}"))
-    layouts = patch_embeddings(export, block.stage, block.block, options.methods, options.seed)
+    L = height * width
+    nonlinear = L <= options.max_layout_points
+    layouts = patch_embeddings(export, block.stage, block.block,
+                               [m for m in options.methods if nonlinear or m == "pca"], options.seed)
+    notes = {m: e.note for m, e in layouts.items() if e.note}
+    for method in options.methods:
+        if method not in layouts:
+            notes[method] = (f"{method} of this block's {L} patches was not computed (the report computes t-SNE / "
+                             f"UMAP up to {options.max_layout_points} patches); rebuild with python -m "
+                             f"patchorder.explore --max-layout-points {L}, or choose PCA")
     return {
         "stage": block.stage, "block": block.block, "key": block.key, "grid": [height, width],
         "routes": packer.add(block.routes, "i32"), "route_names": names, "encoding": encoding,
         "views": views, "summed_routes": not block.merged,
         "patch_embedding": {m: packer.add(e.coords, "f32") for m, e in layouts.items()},
-        "patch_embedding_notes": {m: e.note for m, e in layouts.items() if e.note},
+        "patch_embedding_notes": notes,
         "metrics": metrics,
     }
 
@@ -112,10 +130,12 @@ def _stage_embeddings(packer: Packer, export: AttentionExport, options: Options)
     return stages
 
 
-def metric_rows(export: AttentionExport, other: AttentionExport | None = None) -> dict[str, list]:
-    """Per block key: [[label, value], ...] of every scalar metric, plus the similarity to the compared export."""
+def metric_rows(export: AttentionExport, other: AttentionExport | None = None,
+                table: list | None = None) -> dict[str, list]:
+    """Per block key: [[label, value], ...] of every scalar metric (from ``table``, metrics_table rows already
+    computed, when given), plus the similarity to the compared export."""
     rows = {}
-    for row in metrics_table(export):
+    for row in metrics_table(export) if table is None else table:
         rows[row["key"]] = [[metric.label, row[metric.name]] for metric in scalar_metrics()]
     if other is not None:
         for row in compare_exports(export, other):
@@ -125,7 +145,7 @@ def metric_rows(export: AttentionExport, other: AttentionExport | None = None) -
 
 def _variant_payload(packer: Packer, export: AttentionExport, options: Options, candidates: list[_Candidate],
                      where: str, other: AttentionExport | None) -> dict:
-    metrics = metric_rows(export, other)
+    metrics = metric_rows(export, other, options.metrics)
     return {
         "reduce": export.reduce, "merge": export.merge,
         "blocks": [_block_payload(packer, export, b, options, metrics[b.key], candidates, where)

@@ -13,7 +13,7 @@ import numpy as np
 from patchorder.attention.embedding import METHODS
 from patchorder.attention.export import AttentionExport
 from patchorder.explore.packing import Packer
-from patchorder.explore.payload import Options, build_payload
+from patchorder.explore.payload import REDUCE_MEANINGS, Options, build_payload
 from patchorder.explore.source import load_export
 
 ASSETS = Path(__file__).parent
@@ -93,7 +93,9 @@ def build_report(export_or_path: Source | Sequence[Source], out_path: str | Path
 def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path,
                  compare: Source | Sequence[Source] | None = None, *, title: str | None = None,
                  methods: Sequence[str] = METHODS, seed: int = 0, max_mb: float = 15.0,
-                 encoding: str = "auto", floor: float = 1e-4) -> Report:
+                 encoding: str = "auto", floor: float = 1e-4, colour_scale: str = "log",
+                 log_floor: float = 1e-3, max_layout_points: int = 1024,
+                 metrics: Sequence[dict] | None = None) -> Report:
     """Write the interactive attention explorer for an export (or run directory) to ``out_path``.
 
     ``export_or_path``: an AttentionExport, an .npz written by ``export.save``, a run directory (its newest
@@ -103,7 +105,15 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
     image-mean merged attention of every block is always stored, optional views only while they fit.
     ``encoding``: "auto" (uint8 log scale for non-negative attention, float16 for signed), or "f16".
     ``floor``: smallest value the log scale keeps, relative to its row's maximum.
+    ``colour_scale`` ("log" or "linear") and ``log_floor``: the heatmaps' initial colour scale, the same as the
+    W&B pictures' ``scale`` and ``log_floor`` (the training callback passes its own).
+    ``max_layout_points``: t-SNE / UMAP of a block's patches only up to this many patches (PCA always; the page
+    names the blocks left to PCA). ``metrics``: metrics_table rows already computed for a single export.
     """
+    if colour_scale not in ("log", "linear"):
+        raise ValueError(f"colour_scale must be 'log' or 'linear', got {colour_scale!r}")
+    if not 0 < log_floor < 1:
+        raise ValueError(f"log_floor must be in (0, 1) (smallest value shown, relative to the maximum), got {log_floor}")
     if max_mb <= 0:
         raise ValueError(f"max_mb must be positive, got {max_mb}")
     unknown = sorted(set(methods) - set(METHODS))
@@ -112,11 +122,16 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
     sides = [_load_side(export_or_path)]
     if compare is not None:
         sides.append(_load_side(compare))
+    if metrics is not None and (compare is not None or len(sides[0][0]) != 1):
+        raise ValueError("metrics can only be given for a single export without --compare")
     options = Options(methods=tuple(methods), seed=seed, encoding=encoding, floor=floor,
-                      max_bytes=int(max_mb * 1e6))
+                      max_bytes=int(max_mb * 1e6), max_layout_points=int(max_layout_points),
+                      metrics=list(metrics) if metrics is not None else None)
     payload, packer = build_payload(sides, options, fixed_bytes=_shell_bytes())
     payload["methods"] = list(methods)
     payload["colormaps"] = _colormaps()
+    payload["colour"] = {"scale": colour_scale, "log_floor": float(log_floor)}
+    payload["reduce_meanings"] = REDUCE_MEANINGS
     if title is None:
         title = "Attention explorer: " + "  vs  ".join(label.split(" · ")[0] for _, label in sides)
     out_path = Path(out_path)

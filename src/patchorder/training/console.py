@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import rich
+import rich.console
 import rich.markup
 import rich.syntax
 import rich.table
@@ -39,6 +40,15 @@ def save_config(cfg: DictConfig, output_dir: str | Path) -> Path:
     return path
 
 
+def terminal() -> rich.console.Console:
+    """rich's console, except that output to a file or pipe is never wrapped (a log keeps every path whole)."""
+    import sys
+
+    if sys.stdout.isatty():
+        return rich.get_console()
+    return rich.console.Console(width=100_000)
+
+
 @rank_zero_only
 def print_outputs(title: str, rows: dict[str, Any]) -> None:
     table = rich.table.Table(title=title, show_header=False, title_justify="left")
@@ -47,7 +57,7 @@ def print_outputs(title: str, rows: dict[str, Any]) -> None:
     for key, value in rows.items():
         if value is not None:
             table.add_row(key, str(value))
-    rich.print(table)
+    terminal().print(table)
 
 
 @rank_zero_only

@@ -123,6 +123,7 @@ def fit_results(trainer: L.Trainer, throughput: TrainThroughput, loggers: list) 
         } if wandb_logger is not None else None,
         "csv": csv_path(loggers),
         "scan_usage": final_scan_usage(trainer),
+        "attention": attention_outputs(trainer),
     }
 
 
@@ -132,6 +133,15 @@ def final_scan_usage(trainer: L.Trainer) -> dict[str, Any] | None:
         if isinstance(callback, AttentionLogger) and callback.written:
             return callback.written[-1].rendered.scan_usage or None
     return None
+
+
+def attention_outputs(trainer: L.Trainer) -> dict[str, str | None] | None:
+    """Where the AttentionLogger wrote its latest export and explorer (None without that callback)."""
+    logger = next((c for c in trainer.callbacks if isinstance(c, AttentionLogger)), None)
+    if logger is None or not logger.written:
+        return None
+    paths = logger.written[-1].paths
+    return {"npz": str(paths["npz"]), "report": str(paths["report"]) if paths.get("report") else None}
 
 
 def csv_path(loggers: list) -> str | None:
@@ -209,6 +219,7 @@ def summary_rows(results: dict[str, Any]) -> dict[str, Any]:
         "checkpoint (last)": checkpoints.get("last"),
         "W&B offline run": wandb.get("run_dir"),
         "CSV metrics": results.get("csv"),
+        "attention explorer": (results.get("attention") or {}).get("report"),
     }
     if wandb.get("mode") == "offline" and wandb.get("run_dir"):
         rows["W&B upload later"] = f"wandb sync {wandb['run_dir']}"

@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 
 from patchorder.training.results import RESULTS_FILE, read_results
 
-COLUMNS = ("job", "task", "ordering", "ablation", "model", "status", "val/acc1", "best val/acc1", "test/acc1", "eval acc1",
-           "epochs", "images/s", "wall s", "dir", "error")
+# Numbers stay numbers (summary.csv is read by spreadsheets and pandas); eval.py's split is a column of its own.
+COLUMNS = ("job", "task", "ordering", "ablation", "model", "status", "val/acc1", "best val/acc1", "test/acc1",
+           "eval split", "eval acc1", "eval loss", "epochs", "images/s", "wall s", "dir", "error")
 
 
 def summary_row(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +33,9 @@ def summary_row(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "val/acc1": final.get("val/acc1"),
         "best val/acc1": best.get("val/acc1"),
         "test/acc1": test.get("test/acc1"),
-        "eval acc1": f"{metrics['acc1']:.4f} ({results.get('split')})" if metrics.get("acc1") is not None else None,
+        "eval split": results.get("split") if metrics else None,
+        "eval acc1": metrics.get("acc1"),
+        "eval loss": metrics.get("loss"),
         "epochs": results.get("epochs"),
         "images/s": results.get("train_images_per_sec"),
         "wall s": results.get("wall_time_s"),
@@ -88,7 +91,10 @@ def print_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         style = None if row.get("status") == "completed" else "red"
         table.add_row(*(_fmt(row.get(c)) for c in columns), style=style)
-    rich.console.Console(width=max(rich.get_console().width, 150)).print(table)
+    from patchorder.training.console import terminal
+
+    console = terminal()
+    (console if console.width >= 150 else rich.console.Console(width=150)).print(table)
 
 
 class SweepSummary(Callback):
