@@ -22,6 +22,7 @@ def tiny_model(**kwargs):
             op.x_proj_weight.mul_(3.0)
             op.dt_projs_bias.add_(5.0)
             op.A_logs.sub_(2.0)
+            op.Ds.copy_(torch.linspace(0.5, 1.5, op.Ds.numel()))  # not all ones: D must enter every formula
     return model
 
 
@@ -143,3 +144,17 @@ def test_scan_ready_init_starts_the_scan_mixing_where_the_official_init_does_not
     assert shares["vmamba"] < 1e-3 < 0.05 < shares["scan_ready"]
     with pytest.raises(ValueError, match="unknown init"):
         VMamba(depths=(1,), dims=8, init="xavier")
+
+
+def test_metrics_table_rows_carry_the_scan_usage_of_the_export():
+    from patchorder.attention import extract_attention, metrics_table
+
+    model = tiny_model().float()
+    x = images(2, 32).float()
+    export = extract_attention(model, x)
+    assert all(row["scan_share"] is None for row in metrics_table(export))  # not measured: no value, no guess
+    export.extra["scan_usage"] = usage = scan_usage(model, x)
+    rows = {(row["stage"], row["block"]): row for row in metrics_table(export)}
+    for block in usage["blocks"]:
+        row = rows[(block["stage"], block["block"])]
+        assert (row["scan_share"], row["swap_change"]) == (block["scan_share"], block["swap_change"])

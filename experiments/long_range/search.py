@@ -5,7 +5,9 @@ on the VALIDATION split only: top-1, top-1 with every scan ablated (D skip only)
 scanned with other orderings, and the training time. The chosen setting is then run for real with
 `python train.py experiment=long_range`, whose test split was never looked at here.
 
-    python experiments/long_range/search.py NAME [NAME ...] --out search.jsonl
+    python experiments/long_range/search.py "NAME:key=value;key=value" [...] --seed S --out search.jsonl
+
+search_log.jsonl holds the completed runs of the search (README: "Which setting shows ordering effects").
 """
 from __future__ import annotations
 

@@ -229,6 +229,13 @@ METRICS: list[Metric] = [
     Metric("similarity_previous", "cosine to previous block",
            "Similarity to the previous block (cosine of the image-mean attention; none for a stage's first block)",
            _similarity_previous),
+    # Measured on the model when the export was made (patchorder.attention.scan_usage), not from the attention.
+    Metric("scan_share", "scan share of the output",
+           "Scan share (norm of what the scan mixed in from other patches / (that + norm of the D skip))",
+           lambda v: v.scan_usage.get("scan_share")),
+    Metric("swap_change", "change under another ordering",
+           "Ordering-swap change (relative change of the block's output when it scans with another ordering)",
+           lambda v: v.scan_usage.get("swap_change")),
 ]
 
 

@@ -19,7 +19,7 @@ from patchorder.models.ss2d import SS2D
 
 
 INITS = ("vmamba", "scan_ready")
-SCAN_READY_X_PROJ_GAIN = 8.0
+SCAN_READY_X_PROJ_GAIN = 16.0
 
 
 class Permute(nn.Module):
@@ -93,9 +93,10 @@ class VMamba(nn.Module):
         scan_backend: selective-scan backend, "auto" picks the fastest available for the tensors' device.
         init: "vmamba" (official: every linear layer truncated-normal, std 0.02) or "scan_ready" (SS2D's in_proj
             and out_proj keep nn.Linear's default init, as mamba-ssm's Mamba block does, and x_proj is scaled by
-            8). The scan's mixing term C (sum delta B u) is third order in the activations: under "vmamba" it
-            starts at ~1e-4 of the D skip (scan share, patchorder.attention.scan_usage), under "scan_ready" at
-            ~0.1, so a small model trained for minutes can learn to use its scan (see experiment=long_range).
+            SCAN_READY_X_PROJ_GAIN). The scan's mixing term C (sum delta B u) is third order in the activations:
+            under "vmamba" it starts at ~1e-4 of the D skip (scan share, patchorder.attention.scan_usage), under
+            "scan_ready" at ~0.4, so a small model trained for minutes can learn to use its scan (README: "Which
+            setting shows ordering effects").
         depths, dims: blocks per stage and channels (an int doubles per stage, as the official ``dims=96``).
         d_state, ssm_ratio, dt_rank, d_conv, conv_bias: SS2D sizes (official ``ssm_*`` arguments).
         Remaining arguments as in timm models.

@@ -112,7 +112,8 @@ def _backward_kernel(
         bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
     row = (batch * channels + channel) * length
     bc_row = ((batch * groups + group) * N + n) * length
-    u_ptr, delta_ptr, dy_ptr, du_ptr, ddelta_ptr = u_ptr + row, delta_ptr + row, dy_ptr + row, du_ptr + row, ddelta_ptr + row
+    u_ptr, delta_ptr, dy_ptr = u_ptr + row, delta_ptr + row, dy_ptr + row
+    du_ptr, ddelta_ptr = du_ptr + row, ddelta_ptr + row
     B_ptr, C_ptr = B_ptr + bc_row, C_ptr + bc_row
     program = (batch * groups + group) * blocks_per_group + block
     part_row = (program * N + n) * length  # this program's rows of the per-block dB, dC partial sums

@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
+from patchorder.callbacks import AttentionLogger
 from patchorder.data.image_files import still_corrupt
 from patchorder.errors import ConfigError, CorruptImageError
 from patchorder.training import builders, console, hydra_info
@@ -121,7 +122,16 @@ def fit_results(trainer: L.Trainer, throughput: TrainThroughput, loggers: list) 
             "mode": str(wandb_run.settings.mode) if wandb_run is not None else None,
         } if wandb_logger is not None else None,
         "csv": csv_path(loggers),
+        "scan_usage": final_scan_usage(trainer),
     }
+
+
+def final_scan_usage(trainer: L.Trainer) -> dict[str, Any] | None:
+    """The scan usage (patchorder.attention.scan_usage) the attention callback measured last, if it ran."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, AttentionLogger) and callback.written:
+            return callback.written[-1].rendered.scan_usage or None
+    return None
 
 
 def csv_path(loggers: list) -> str | None:
