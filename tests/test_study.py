@@ -51,7 +51,7 @@ class FailForOrdering(L.Callback):
 
 def run_study(args: list[str], root: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=root, env=env(root), capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=1200)  # 3 sweeps + report; shared CPUs
 
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,13 @@ def test_quick_preset(tmp_path):
     assert group.name == "long_range" and "experiment=long_range" in group.train_overrides
 
 
+@pytest.mark.parametrize("preset", ["cpu", "quick"])
+def test_presets_compose_every_training_run(tmp_path, preset):
+    """Each preset's training configurations compose and pass train.py's checks (what a study does first)."""
+    plan = make_plan([f"study_dir={tmp_path / 's'}", f"preset={preset}"])
+    settings.check_overrides(plan)
+
+
 def test_a_later_group_choice_replaces_an_earlier_one():
     assert last_group_choice_wins(["experiment=quick", "trainer.max_epochs=3", "experiment=long_range",
                                    "+callbacks.x._target_=m.C", "model=vmamba_micro", "trainer.max_epochs=4"]) == \
