@@ -29,6 +29,19 @@ needs_cuda_kernel = pytest.mark.skipif(
 )
 
 
+def extreme_decay_inputs(b, d, n, g, length):
+    """delta from 0 to 50 (exact zeros and 1e-4 among them), A from 0 to -1e3: decays from 1 to underflow."""
+    gen = torch.Generator().manual_seed(3)
+    delta = 50 * torch.rand(b, d, length, generator=gen)
+    delta[..., ::7] = 0.0
+    delta[..., 3::11] = 1e-4
+    A = -torch.logspace(-3, 3, d * n).view(d, n)
+    A[0, 0] = 0.0
+    return {"u": torch.randn(b, d, length, generator=gen), "delta": delta, "A": A,
+            "B": torch.randn(b, g, n, length, generator=gen), "C": torch.randn(b, g, n, length, generator=gen),
+            "D": torch.randn(d, generator=gen), "delta_bias": None}
+
+
 def make_inputs(b, d, n, g, length, *, with_D=True, with_bias=True, softplus=True, dtype=torch.float64, seed=0):
     """Random arguments in the scan's domain: A <= 0 and, without softplus, delta >= 0."""
     gen = torch.Generator().manual_seed(seed)
@@ -184,23 +197,7 @@ def test_mamba_ssm_backend_within_float32_rounding_of_reference(shape):
 @pytest.mark.slow
 def test_long_sequence_with_extreme_decays_stays_finite_and_exact():
     """L = 4096, delta from 0 to 50 and A from 0 to -1e3: decays from exactly 1 to underflow (exp(-5e4))."""
-    b, d, n, g, length = 1, 4, 4, 2, 4096
-    gen = torch.Generator().manual_seed(3)
-    delta = 50 * torch.rand(b, d, length, generator=gen)
-    delta[..., ::7] = 0.0
-    delta[..., 3::11] = 1e-4
-    A = -torch.logspace(-3, 3, d * n).view(d, n)
-    A[0, 0] = 0.0
-    inputs = {
-        "u": torch.randn(b, d, length, generator=gen),
-        "delta": delta,
-        "A": A,
-        "B": torch.randn(b, g, n, length, generator=gen),
-        "C": torch.randn(b, g, n, length, generator=gen),
-        "D": torch.randn(d, generator=gen),
-        "delta_bias": None,
-    }
-    assert_float32_close(inputs, softplus=False)
+    assert_float32_close(extreme_decay_inputs(1, 4, 4, 2, 4096), softplus=False)
     # float64 fast against float64 reference: identical up to float64 rounding.
     inputs64 = {k: None if v is None else v.double() for k, v in inputs.items()}
     y, grads = run_with_grads(selective_scan_fast, inputs64, False)

@@ -13,7 +13,7 @@ import warnings
 import pytest
 import timm
 import torch
-from test_scan import NAMES, assert_float32_close, backend_fn, make_inputs, run_with_grads
+from test_scan import NAMES, assert_float32_close, backend_fn, extreme_decay_inputs, make_inputs, run_with_grads
 
 import patchorder.models  # noqa: F401  (registers the presets with timm)
 from patchorder.ops import kernels, selective_scan
@@ -35,16 +35,7 @@ def test_triton_on_cuda_within_float32_rounding_of_the_reference(shape):
 
 
 def test_triton_on_cuda_long_sequence_with_extreme_decays():
-    b, d, n, g, length = 2, 16, 4, 2, 4096
-    gen = torch.Generator().manual_seed(3)
-    delta = 50 * torch.rand(b, d, length, generator=gen)
-    delta[..., ::7] = 0.0
-    delta[..., 3::11] = 1e-4
-    A = -torch.logspace(-3, 3, d * n).view(d, n)
-    A[0, 0] = 0.0
-    inputs = {"u": torch.randn(b, d, length, generator=gen), "delta": delta, "A": A,
-              "B": torch.randn(b, g, n, length, generator=gen), "C": torch.randn(b, g, n, length, generator=gen),
-              "D": torch.randn(d, generator=gen), "delta_bias": None}
+    inputs = extreme_decay_inputs(2, 16, 4, 2, 4096)
     assert_float32_close(inputs, softplus=False, fn=TRITON, device="cuda")
 
 

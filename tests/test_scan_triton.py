@@ -26,7 +26,8 @@ if _previous is None:  # leave the rest of the session as it was
 else:
     os.environ["TRITON_INTERPRET"] = _previous
 
-from test_scan import NAMES, ROOT, assert_float32_close, backend_fn, make_inputs, run_with_grads  # noqa: E402
+from test_scan import (NAMES, ROOT, assert_float32_close, backend_fn, extreme_decay_inputs,  # noqa: E402
+                       make_inputs, run_with_grads)
 
 from patchorder.ops import selective_scan  # noqa: E402
 from patchorder.ops.reference import selective_scan_reference  # noqa: E402
@@ -73,22 +74,7 @@ def test_optional_arguments(with_D, with_bias, softplus, monkeypatch):
 def test_long_sequence_with_extreme_decays_stays_finite_and_exact():
     """L = 4096, delta from 0 to 50 and A from 0 to -1e3: decays from exactly 1 to underflow (exp(-5e4)).
     One program (one group, 8 channels) keeps the interpreter's step count at the minimum."""
-    b, d, n, g, length = 1, 8, 4, 1, 4096
-    gen = torch.Generator().manual_seed(3)
-    delta = 50 * torch.rand(b, d, length, generator=gen)
-    delta[..., ::7] = 0.0
-    delta[..., 3::11] = 1e-4
-    A = -torch.logspace(-3, 3, d * n).view(d, n)
-    A[0, 0] = 0.0
-    inputs = {
-        "u": torch.randn(b, d, length, generator=gen),
-        "delta": delta,
-        "A": A,
-        "B": torch.randn(b, g, n, length, generator=gen),
-        "C": torch.randn(b, g, n, length, generator=gen),
-        "D": torch.randn(d, generator=gen),
-        "delta_bias": None,
-    }
+    inputs = extreme_decay_inputs(1, 8, 4, 1, 4096)
     assert_float32_close(inputs, softplus=False, fn=TRITON)
 
 
