@@ -58,7 +58,10 @@ CHECKS = {
     "python -m patchorder.explore a.npz -o report.html --compare b.npz": "run",
     "python experiments/ordering_study.py": "study",
     "python experiments/ordering_study.py preset=quick": "study",
-    "python train.py ordering=per_stage ordering.stages=[row_major,spiral,morton,hilbert]": "short",
+    "python train.py ~ordering.name +ordering.stages=[row_major,spiral,morton,hilbert]": "short",
+    "python eval.py ckpt_path=... attention.attribution=true": "run",
+    "python -m orderings.show column_snake 8 8": "custom",  # the user's own module (README's example)
+    ".venv/bin/python experiments/benchmarks/gpu_check.py": "custom",  # a GPU: test_scan_gpu_check.py dry-runs it
     "python eval.py ckpt_path=<ckpt> ablation=scan": "run",
     "python eval.py ckpt_path=<ckpt> ordering=random": "run",
     "python train.py experiment=long_range ordering=spiral": "compose",

@@ -21,6 +21,7 @@ os.environ["TRITON_INTERPRET"] = "1"
 triton_scan = importlib.import_module("patchorder.ops.triton_scan")
 if not triton_scan.INTERPRETED:  # compiled for a GPU by an earlier import in this process
     triton_scan = importlib.reload(triton_scan)
+    importlib.import_module("patchorder.ops.kernels").load.cache_clear()  # it holds the compiled module's function
 if _previous is None:  # leave the rest of the session as it was
     del os.environ["TRITON_INTERPRET"]
 else:
