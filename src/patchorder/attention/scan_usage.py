@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import orderings
 from patchorder.models import SS2D, SSMRecord, VMamba, capture_ssm
 from patchorder.models.ss2d import cross_merge
 
@@ -85,7 +86,6 @@ def scan_usage(model: nn.Module, images: torch.Tensor, swap: Any = DEFAULT_SWAP)
             hook.remove()
         for op, ordering in zip(ops, trained):
             op.set_ordering(ordering)
-        vmamba._checked_inputs.clear()
         model.train(was_training)
     return {
         "swap": _label(swap),
@@ -106,8 +106,6 @@ def _stage_spec(swap: Any, stage: int, num_stages: int) -> Any:
 
 
 def _label(swap: Any) -> str:
-    import orderings
-
     if isinstance(swap, (list, tuple)):
         return ",".join(_label(s) for s in swap)
     return orderings.resolve(swap).label
