@@ -220,10 +220,38 @@ def test_fingerprint_tracks_what_is_trained():
     assert fingerprint(train_cfg("trainer.max_epochs=3")) != base
 
 
-def test_the_modules_defaults_are_the_configs():
-    from patchorder.training.module import OPTIMIZER_DEFAULTS, SCHEDULER_DEFAULTS
+def test_the_module_recipe_is_the_recipe_dataclass():
+    """One source for the recipe's defaults: the composed ``module`` section (no experiment) is Recipe(), and a
+    module built in Python without a recipe trains with the same values."""
+    from dataclasses import asdict
+
+    from patchorder.training.module import ClassificationModule
+    from patchorder.training.recipe import Recipe
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["~experiment"])
-    assert OmegaConf.to_container(cfg.module.optimizer) == OPTIMIZER_DEFAULTS
-    assert OmegaConf.to_container(cfg.module.scheduler) == SCHEDULER_DEFAULTS
+    assert OmegaConf.to_container(cfg.module) == asdict(Recipe())
+    module = ClassificationModule(model={"name": "vmamba_micro"}, ordering={"name": "row_major"}, num_classes=10,
+                                  class_names=[str(i) for i in range(10)], image_size=[32, 32])
+    assert module.optimizer_cfg == OmegaConf.to_container(cfg.module.optimizer)
+    assert module.scheduler_cfg == OmegaConf.to_container(cfg.module.scheduler)
+    assert module.train_loss.label_smoothing == cfg.module.label_smoothing
+    assert module.mixup is None and module.ema is None
+    # Experiments override only what their recipe changes; the rest stays the dataclass's.
+    quick = train_cfg()
+    assert quick.module.optimizer.lr == 2e-3 and quick.module.optimizer.betas == Recipe().optimizer.betas
+
+
+@pytest.mark.parametrize("override, message", [
+    ("module.optimizer.lr=abc", "module.optimizer.lr"),
+    ("module.scheduler.warmup_epochs=soon", "module.scheduler.warmup_epochs"),
+    ("module.optimizer.lrr=0.1", "lrr"),
+])
+def test_recipe_values_are_type_checked_when_composed(override, message):
+    with pytest.raises(Exception, match=message):  # Hydra's ConfigCompositionException, from OmegaConf's check
+        train_cfg(override)
+
+
+def test_unknown_mixup_key():
+    with pytest.raises(ConfigError, match=r"module.mixup has unknown keys \['mixup_alhpa'\]; known: mixup_alpha"):
+        validate_train_config(train_cfg("+module.mixup.mixup_alhpa=0.8", "data.drop_last_train=true"))

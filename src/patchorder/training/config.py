@@ -193,7 +193,15 @@ def check_model_name(name: str) -> None:
 
 
 def check_mixup_batches(cfg: DictConfig) -> None:
+    from dataclasses import fields
+
+    from patchorder.training.recipe import MixupConfig
+
     mixup = cfg.module.get("mixup")
+    known = [f.name for f in fields(MixupConfig)]
+    unknown = sorted(set(mixup or {}) - set(known))
+    if unknown:  # module.mixup is free-form in the structured config (see recipe.Recipe), so its keys are checked here
+        raise ConfigError(f"module.mixup has unknown keys {unknown}; known: {', '.join(known)}")
     if not mixup or not (mixup.get("mixup_alpha", 0) > 0 or mixup.get("cutmix_alpha", 0) > 0):
         return
     batch_size = int(cfg.data.batch_size)

@@ -19,18 +19,18 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from patchorder.training import optim
 from patchorder.training.model import create_model
+from patchorder.training.recipe import EmaConfig, MixupConfig, OptimizerConfig, Recipe, SchedulerConfig, with_defaults
 from patchorder.errors import NonFiniteLossError, NonFiniteWeightsError
 
-
-# The recipe's defaults (conf/train.yaml's module section holds the same values, checked by
-# tests/test_config_compose.py): a module built without a config trains like `python train.py`'s default.
-OPTIMIZER_DEFAULTS = {"lr": 1e-3, "lr_batch_size": None, "weight_decay": 0.05, "betas": [0.9, 0.999], "eps": 1e-8}
-SCHEDULER_DEFAULTS = {"warmup_epochs": 1, "warmup_lr_ratio": 1e-3, "min_lr_ratio": 1e-2}
 
 
 class ClassificationModule(L.LightningModule):
     """Cross-entropy (label smoothing, or soft targets under Mixup/CutMix), top-1/top-5, AdamW + warmup-cosine,
-    optional EMA of the weights (validation and test then use the EMA weights)."""
+    optional EMA of the weights (validation and test then use the EMA weights).
+
+    The recipe arguments (optimizer, scheduler, label_smoothing, mixup, ema) are the ``module`` section of the
+    training config; their defaults are :class:`patchorder.training.recipe.Recipe`'s, and a partial dict is
+    completed from them."""
 
     def __init__(
         self,
@@ -43,7 +43,7 @@ class ClassificationModule(L.LightningModule):
         batch_size: int = 64,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
-        label_smoothing: float = 0.0,
+        label_smoothing: float = Recipe.label_smoothing,
         mixup: dict | None = None,
         ema: dict | None = None,
         data: dict | None = None,
@@ -52,18 +52,18 @@ class ClassificationModule(L.LightningModule):
         # Saved in the checkpoint: eval.py rebuilds the model and the data from these.
         self.save_hyperparameters()
         self.model = create_model(model, ordering, num_classes, in_chans)
-        self.optimizer_cfg = {**OPTIMIZER_DEFAULTS, **(optimizer or {})}
-        self.scheduler_cfg = {**SCHEDULER_DEFAULTS, **(scheduler or {})}
+        self.optimizer_cfg = with_defaults(OptimizerConfig, optimizer)
+        self.scheduler_cfg = with_defaults(SchedulerConfig, scheduler)
 
         self.mixup = self._build_mixup(mixup, label_smoothing, num_classes)
         self.train_loss = SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # Evaluation loss is plain cross-entropy, comparable between runs with different training recipes.
         self.eval_loss = nn.CrossEntropyLoss()
 
-        ema = ema or {}
+        ema = with_defaults(EmaConfig, ema)
         self.ema = None
-        if ema.get("enabled", False):
-            self.ema = ModelEmaV3(self.model, decay=ema.get("decay", 0.9999), use_warmup=ema.get("warmup", False))
+        if ema["enabled"]:
+            self.ema = ModelEmaV3(self.model, decay=ema["decay"], use_warmup=ema["warmup"])
             # Updated by copying, never by gradients: DDP must not wait for gradients of these parameters.
             self.ema.requires_grad_(False)
             # Never run while training; Lightning switches it to eval mode for validation and test.
@@ -81,25 +81,18 @@ class ClassificationModule(L.LightningModule):
         """The module of a training config (sections model, ordering, module, data) and its built data module."""
         from patchorder.training.config import to_plain
 
-        recipe = to_plain(cfg.module)
         return cls(
             model=to_plain(cfg.model), ordering=to_plain(cfg.ordering), num_classes=datamodule.num_classes,
             class_names=list(datamodule.class_names), image_size=list(datamodule.image_size),
             in_chans=getattr(datamodule, "in_chans", 3), batch_size=int(cfg.data.batch_size),
-            optimizer=recipe.get("optimizer"), scheduler=recipe.get("scheduler"),
-            label_smoothing=recipe.get("label_smoothing", 0.0), mixup=recipe.get("mixup"), ema=recipe.get("ema"),
-            data=to_plain(cfg.data),
+            **to_plain(cfg.module), data=to_plain(cfg.data),
         )
 
     @staticmethod
     def _build_mixup(cfg: dict | None, label_smoothing: float, num_classes: int) -> Mixup | None:
         if not cfg or not (cfg.get("mixup_alpha", 0) > 0 or cfg.get("cutmix_alpha", 0) > 0):
             return None
-        return Mixup(
-            mixup_alpha=cfg.get("mixup_alpha", 0.8), cutmix_alpha=cfg.get("cutmix_alpha", 1.0),
-            prob=cfg.get("prob", 1.0), switch_prob=cfg.get("switch_prob", 0.5), mode=cfg.get("mode", "batch"),
-            label_smoothing=label_smoothing, num_classes=num_classes,
-        )
+        return Mixup(**with_defaults(MixupConfig, cfg), label_smoothing=label_smoothing, num_classes=num_classes)
 
     # --- forward / steps -------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
