@@ -146,6 +146,9 @@ def test_clear_effect():
     assert "**Does the ordering change accuracy?** Yes: largest mean difference from row_major: spiral " \
            f"{100 * effect['mean']:+.1f} pts (95% CI {100 * effect['low']:+.1f} pts to" in text
     assert f"repeated-measures ANOVA over 3 seeds p={q['accuracy']['omnibus']['p']:.3g}" in text
+    # Adjusted p-values read the same in every sentence: the 2 comparisons against row_major.
+    # effect's p and p_adjusted were checked against ttest_rel above.
+    assert f"over 3 seeds p={effect['p']:.3g}, Bonferroni over 2 tests p={effect['p_adjusted']:.3g}]; across" in text
 
 
 def test_no_effect_says_scan_use_is_too_small_at_the_top():

@@ -446,11 +446,10 @@ def summaries(verdict: dict[str, Any]) -> dict[str, str]:
         out["accuracy"] = "no two orderings with completed runs."
     else:
         e = acc["effect"]
+        friedman = f", Friedman {_p(acc['friedman']['p'])}" if acc.get("friedman") else ""
         out["accuracy"] = (f"largest mean difference from {e['a']}: {e['b']} {estimate(e, c, True)} "
-                           f"[{p_text(e)}" + (f", Bonferroni {_p(e['p_adjusted'])}" if e["p_adjusted"] is not None
-                                              and len(acc["comparisons"]) > 1 else "") +
-                           f"]; across all orderings: {p_text(acc['omnibus'])}"
-                           + (f", Friedman {_p(acc['friedman']['p'])}" if acc.get("friedman") else "") + ".")
+                           f"[{p_text(e, e['p_adjusted'], len(acc['comparisons']))}]; "
+                           f"across all orderings: {p_text(acc['omnibus'])}{friedman}.")
 
     att = q["attention"]
     if att["strongest"] is None:
