@@ -5,16 +5,14 @@ import list edited): Python, Hydra's group listing, compose, and a short ``train
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from train_support import CONF_DIR, REPO, TESTS_DIR, TINY, env, read_json, run_dirs
+from train_support import CONF_DIR, TINY, copy_repo, read_json, run_dirs
+from train_support import run_in_copy as run
 
 import patchorder.data as data
 from patchorder.data.hydra_options import option_config
@@ -63,26 +61,10 @@ def test_a_yaml_is_not_shadowed_by_a_generated_entry():
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    import shutil
-
-    root = tmp_path_factory.mktemp("repo")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("conf", "orderings", "hydra_plugins", "src"):
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
-    shutil.copy(REPO / "train.py", root / "train.py")
+    root = copy_repo(tmp_path_factory.mktemp("repo"))
     (root / "src" / "patchorder" / "data" / "quarter_digits.py").write_text(MODULE)
     assert not (root / "conf" / "data" / "quarter_digits.yaml").exists()
     return root
-
-
-def run(repo: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    environment = env(cwd)
-    # The copy first, so its patchorder/data (with the new module) is the one imported.
-    environment["PYTHONPATH"] = os.pathsep.join([str(repo / "src"), str(repo), str(TESTS_DIR)])
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 @pytest.mark.slow

@@ -3,14 +3,11 @@
 ``train.py -m 'ordering=glob(...)'`` sweep all see it, with no yaml file and no import list to edit."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from train_support import REPO, TESTS_DIR, TINY, env, read_json, run_dirs
+from train_support import TINY, copy_repo, read_json, run_dirs
+from train_support import run_in_copy as run
 
 pytestmark = pytest.mark.slow
 
@@ -43,24 +40,10 @@ def column_snake(height: int, width: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("repo")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("conf", "orderings", "hydra_plugins", "src"):
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
-    shutil.copy(REPO / "train.py", root / "train.py")
+    root = copy_repo(tmp_path_factory.mktemp("repo"))
     (root / "orderings" / "column_snake.py").write_text(MODULE)
     assert not (root / "conf" / "ordering" / "column_snake.yaml").exists()
     return root
-
-
-def run(repo: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    environment = env(cwd)
-    # The copy first, so its orderings/ (with the new module) is the one imported.
-    environment["PYTHONPATH"] = os.pathsep.join([str(repo / "src"), str(repo), str(TESTS_DIR)])
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def test_get_and_timm_see_the_new_module(repo, tmp_path):

@@ -73,6 +73,27 @@ def env(root: Path) -> dict[str, str]:
     }
 
 
+def copy_repo(root: Path) -> Path:
+    """A copy of what train.py needs (conf, orderings, hydra_plugins, src, train.py) under ``root``, to add files to."""
+    import shutil
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("conf", "orderings", "hydra_plugins", "src"):
+        shutil.copytree(REPO / name, root / name, ignore=ignore)
+    shutil.copy(REPO / "train.py", root / "train.py")
+    return root
+
+
+def run_in_copy(repo: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run python ``args`` with the copy ``repo`` first on the path (its packages are the ones imported); must pass."""
+    environment = env(cwd)
+    environment["PYTHONPATH"] = os.pathsep.join([str(repo / "src"), str(repo), str(TESTS_DIR)])
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def run_script(script: str, args: list[str], root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / script), *args],
