@@ -17,18 +17,18 @@ from train_support import run_in_copy as run
 import patchorder.data as data
 from patchorder.data.hydra_options import option_config
 
-MODULE = '''"""Digits at 16 px with a 50/25/25 split: a data module with no yaml file."""
+MODULE = '''"""Digits at 64 px with a 50/25/25 split: a data module with no yaml file."""
 from patchorder.data.digits import DigitsDataModule
 
 
 class QuarterDigitsDataModule(DigitsDataModule):
     name = "quarter_digits"
 
-    def __init__(self, image_size=16, val_fraction=0.25, test_fraction=0.25, **rest):
+    def __init__(self, image_size=64, val_fraction=0.25, test_fraction=0.25, **rest):
         super().__init__(image_size=image_size, val_fraction=val_fraction, test_fraction=test_fraction, **rest)
 '''
 # The new module's config, by hand: its own defaults, then DigitsDataModule's and ImageDataModule's.
-EXPECTED = {"_target_": "patchorder.data.QuarterDigitsDataModule", "image_size": 16, "val_fraction": 0.25,
+EXPECTED = {"_target_": "patchorder.data.QuarterDigitsDataModule", "image_size": 64, "val_fraction": 0.25,
             "test_fraction": 0.25, "data_seed": 0, "translate": 0.1, "batch_size": 64, "num_workers": 0,
             "pin_memory": False, "seed": 42, "drop_last_train": False}  # seed: the run's (train.yaml: 42)
 SHORT = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
@@ -92,7 +92,7 @@ print(json.dumps({{"options": options, "data": OmegaConf.to_container(cfg.data, 
     out = json.loads(run(repo, ["-c", code], tmp_path).stdout.strip().splitlines()[-1])
     assert out["options"] == ["digits", "imagenet_subset", "long_range", "quarter_digits", "shapes"]
     assert out["data"] == EXPECTED
-    assert out["batch"] == [64, 3, 16, 16]
+    assert out["batch"] == [64, 3, 64, 64]
     counts = out["counts"]  # 1,797 digits split 50/25/25 (stratified: within one image per class of a quarter)
     assert sum(counts.values()) == 1797 and abs(counts["val"] - 1797 / 4) <= 10 and abs(counts["test"] - 1797 / 4) <= 10
 
