@@ -11,7 +11,7 @@ import timm
 import torch
 
 import patchorder.models  # noqa: F401  (registers the VMamba presets with timm)
-from patchorder.attention.export import LOG8_FLOOR, AttentionExport, BlockAttention, load, save, stored
+from patchorder.attention.export import LOG8_FLOOR, AttentionExport, BlockAttention, load, log8_codes, save, stored
 from patchorder.attention import extract_attention
 from patchorder.attention.log8 import difference_codes, log8_relative_error, quantise_log8, undo_difference_codes
 from patchorder.attention.metrics import metrics_table
@@ -152,5 +152,8 @@ def test_log8_npz_size_of_a_real_model_is_what_its_geometry_says(tmp_path):
         layouts[b.key] = name.split("/")[1].removesuffix(".npy")
     assert layouts["s0b0"] == "attn_log8_diff" and layouts["s2b0"] == "attn_log8"  # 16x16: differences pay
     back = load(path)
-    for a, b in zip(stored(export, "log8").blocks, back.blocks):
+    codes = log8_codes(export)  # what write_attention_artifacts quantises once and hands to stored and save
+    with_codes = load(save(tmp_path / "with_codes.npz", stored(export, "log8", codes), dtype="log8", codes=codes))
+    for a, b, c in zip(stored(export, "log8").blocks, back.blocks, with_codes.blocks):
         np.testing.assert_array_equal(a.attn, b.attn)
+        np.testing.assert_array_equal(a.attn, c.attn)

@@ -24,7 +24,7 @@ from patchorder.artifacts.compute import progress_bar
 from patchorder.artifacts.options import NPZ_DTYPES, AttentionOptions
 from patchorder.artifacts.render import EmbeddingTable, RenderedAttention, render_attention
 from patchorder.attention import AttentionExport, save
-from patchorder.attention.export import stored
+from patchorder.attention.export import log8_codes, stored
 
 CSV_COLUMNS = ["mode", "stage", "block", "image", "label", "class_name", "patch", "row", "col", "seq_pos",
                "method", "x", "y"]
@@ -66,7 +66,9 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
         phases[name] = round(time.perf_counter() - clock, 3)
         clock = time.perf_counter()
 
-    export = stored(export, NPZ_DTYPES[options.npz_dtype])
+    dtype = NPZ_DTYPES[options.npz_dtype]
+    codes = log8_codes(export) if dtype == "log8" else None  # once, for the stored values and the file
+    export = stored(export, dtype, codes)
     lap("storage_rounding")
     with progress_bar(4 if report else 3, f"attention: {tag}") as bar:
         bar.set_postfix_str("pictures, metrics, embeddings")
@@ -76,7 +78,7 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
         clock = time.perf_counter()
         bar.update()
         bar.set_postfix_str(".npz")
-        paths: dict[str, Any] = {"npz": save(out_dir / f"{tag}.npz", export, dtype=NPZ_DTYPES[options.npz_dtype])}
+        paths: dict[str, Any] = {"npz": save(out_dir / f"{tag}.npz", export, dtype=dtype, codes=codes)}
         lap("npz")
         bar.update()
         bar.set_postfix_str("png, csv")

@@ -112,28 +112,39 @@ def _log8_encode(attn: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray
     return codes.reshape(attn.shape), scales.reshape(attn.shape[:-1])
 
 
-def stored(export: AttentionExport, dtype=np.float32) -> AttentionExport:
+def log8_codes(export: AttentionExport) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per block key, the log8 (codes, row scales) that ``save(..., dtype="log8")`` stores for the non-negative
+    blocks. Computed once, they serve :func:`stored` and :func:`save` both (quantising is the costly part)."""
+    return {b.key: _log8_encode(b.attn, LOG8_FLOOR) for b in export.blocks if _log8_able(b.attn)}
+
+
+def stored(export: AttentionExport, dtype=np.float32,
+           codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> AttentionExport:
     """The export as :func:`load` would return it after ``save(..., dtype=dtype)``: compute metrics and pictures
-    from this, and they describe exactly what the file holds."""
+    from this, and they describe exactly what the file holds. ``codes``: :func:`log8_codes` of ``export``."""
     from dataclasses import replace
 
     if dtype in (np.float32, "float32"):
         return export
+    if dtype == "log8" and codes is None:
+        codes = log8_codes(export)
 
     def values(b: BlockAttention) -> np.ndarray:
-        if dtype == "log8" and _log8_able(b.attn):
-            return dequantise_log8(*_log8_encode(b.attn, LOG8_FLOOR), LOG8_FLOOR)
+        if dtype == "log8" and b.key in codes:
+            return dequantise_log8(*codes[b.key], LOG8_FLOOR)
         as_float = np.float16 if dtype == "log8" else dtype  # signed blocks: float16 under log8
         return np.asarray(b.attn, dtype=as_float).astype(np.float32)
 
     return replace(export, blocks=[replace(b, attn=values(b)) for b in export.blocks])
 
 
-def save(path: str | Path, export: AttentionExport, dtype=np.float32) -> Path:
+def save(path: str | Path, export: AttentionExport, dtype=np.float32,
+         codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
     """Write ``export`` to ``path`` (.npz, compressed). ``dtype=np.float16`` halves the size; ``dtype="log8"``
     stores non-negative blocks as uint8 log codes with a float32 scale per row (a quarter of float32 before
     compression, values within 1.8% down to 1e-4 of each row's maximum; large grids as the codes' 2-D differences,
-    which deflate smaller) and signed blocks as float16."""
+    which deflate smaller) and signed blocks as float16. ``codes``: :func:`log8_codes` of ``export`` or of the
+    export it was :func:`stored` from (the same codes: quantising stored values gives them back), if at hand."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in asdict(export).items() if k not in ("blocks", "images")}
@@ -143,9 +154,9 @@ def save(path: str | Path, export: AttentionExport, dtype=np.float32) -> Path:
     for b in export.blocks:
         encoding = {}
         if dtype == "log8" and _log8_able(b.attn):
-            codes, arrays[f"{b.key}/attn_scale"] = _log8_encode(b.attn, LOG8_FLOOR)
-            name = "log8_diff" if differences_pay(codes) else "log8"
-            arrays[f"{b.key}/attn_{name}"] = difference_codes(codes) if name == "log8_diff" else codes
+            block_codes, arrays[f"{b.key}/attn_scale"] = (codes or {}).get(b.key) or _log8_encode(b.attn, LOG8_FLOOR)
+            name = "log8_diff" if differences_pay(block_codes) else "log8"
+            arrays[f"{b.key}/attn_{name}"] = difference_codes(block_codes) if name == "log8_diff" else block_codes
             encoding = {"encoding": name, "floor": LOG8_FLOOR}
         else:
             arrays[f"{b.key}/attn"] = np.asarray(b.attn, dtype=np.float16 if dtype == "log8" else dtype)

@@ -30,16 +30,21 @@ def quantise_log8(matrix: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndar
     """Codes (uint8, same shape) and per-row scales (float32, shape[:-1]) for a non-negative array."""
     if not 0.0 < floor < 1.0:
         raise ValueError(f"log8 floor must be in (0, 1), got {floor}")
-    values = np.asarray(matrix, dtype=np.float64)
+    values = np.array(matrix, dtype=np.float64)  # a copy: the work below is in place (one O(L^2) buffer)
     if values.size and values.min() < 0:
         raise ValueError("log8 encodes non-negative values only; use the f16 encoding for signed attention")
     scales = values.max(axis=-1).astype(np.float32)
-    safe = np.where(scales > 0, scales, 1.0)[..., None].astype(np.float64)
+    values /= np.where(scales > 0, scales, 1.0)[..., None].astype(np.float64)
     with np.errstate(divide="ignore"):
-        position = LOG8_LEVELS + 1 + LOG8_LEVELS * np.log(values / safe) / -np.log(floor)
-    codes = np.rint(np.nan_to_num(position, neginf=0.0))
-    codes[codes < 1] = 0  # below the floor
-    return np.clip(codes, 0, 255).astype(np.uint8), scales
+        np.log(values, out=values)
+    # position = LEVELS + 1 + LEVELS * log(relative) / -log(floor); below the floor (position < 0.5) -> code 0
+    values *= LOG8_LEVELS
+    values /= -np.log(floor)
+    values += LOG8_LEVELS + 1
+    np.nan_to_num(values, copy=False, nan=0.0, neginf=0.0)
+    np.rint(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return values.astype(np.uint8), scales
 
 
 def dequantise_log8(codes: np.ndarray, scales: np.ndarray, floor: float) -> np.ndarray:
@@ -52,11 +57,9 @@ def dequantise_log8(codes: np.ndarray, scales: np.ndarray, floor: float) -> np.n
 def difference_codes(codes: np.ndarray) -> np.ndarray:
     """uint8 codes (..., rows, cols) -> code[i, j] - code[i-1, j] - code[i, j-1] + code[i-1, j-1] modulo 256
     (outside the matrix counts as 0): a lossless reordering of the information that compresses better."""
-    codes = np.asarray(codes, dtype=np.uint8)
-    out = np.empty_like(codes)
-    for index in np.ndindex(codes.shape[:-2]):  # one matrix at a time: the int16 work array stays O(L^2)
-        wide = codes[index].astype(np.int16)
-        out[index] = np.diff(np.diff(wide, axis=-1, prepend=0), axis=-2, prepend=0) & 0xFF
+    out = np.array(codes, dtype=np.uint8)  # uint8 arithmetic wraps modulo 256
+    out[..., 1:] -= out[..., :-1].copy()  # along each row (a copy: the right side must be the old values)
+    out[..., 1:, :] -= out[..., :-1, :].copy()  # then down each column
     return out
 
 
