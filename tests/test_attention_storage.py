@@ -1,5 +1,5 @@
-"""What an attention run leaves on disk: log8 storage of the .npz against float64 oracles, the files agree with
-what is stored, the last epoch is written once (attention_final), and large blocks' t-SNE is named as left out."""
+"""What an attention run leaves on disk: log8 storage of the .npz against float64 oracles and its size against the
+model's geometry, the files agree with what is stored, the last epoch is written once (attention_final), and large blocks' t-SNE is named as left out."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,9 @@ import timm
 import torch
 
 import patchorder.models  # noqa: F401  (registers the VMamba presets with timm)
-from patchorder.attention.export import LOG8_FLOOR, AttentionExport, BlockAttention, load, save, stored
-from patchorder.attention.log8 import log8_relative_error
+from patchorder.attention.export import LOG8_FLOOR, AttentionExport, BlockAttention, load, log8_codes, save, stored
+from patchorder.attention import extract_attention
+from patchorder.attention.log8 import difference_codes, log8_relative_error, quantise_log8, undo_difference_codes
 from patchorder.attention.metrics import metrics_table
 from patchorder.callbacks import AttentionLogger
 from patchorder.artifacts import AttentionOptions, write_attention_artifacts
@@ -110,3 +111,49 @@ def test_report_leaves_large_blocks_to_pca_and_says_so(tmp_path, limit, expect_t
         if b["key"] not in expect_tsne:
             assert f"tsne of this block's 16 patches was not computed" in b["patch_embedding_notes"]["tsne"]
             assert "--max-layout-points 16" in b["patch_embedding_notes"]["tsne"]
+
+
+def test_difference_codes_are_the_2d_differences_and_undo_exactly():
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (2, 3, 5, 7), dtype=np.uint8)
+    padded = np.pad(codes.astype(np.int64), ((0, 0), (0, 0), (1, 0), (1, 0)))  # zeros outside the matrix
+    brute = padded[..., 1:, 1:] - padded[..., :-1, 1:] - padded[..., 1:, :-1] + padded[..., :-1, :-1]
+    np.testing.assert_array_equal(difference_codes(codes), brute % 256)
+    np.testing.assert_array_equal(undo_difference_codes(difference_codes(codes)), codes)
+
+
+def test_log8_npz_size_of_a_real_model_is_what_its_geometry_says(tmp_path):
+    """vmamba_micro at 64 px (stage grids 16, 8, 4, 2; depths 1-1-2-1): every block on 2 images is stored at one
+    byte a value or less, each block in the layout (codes or their 2-D differences) that deflates smaller."""
+    import zipfile
+    import zlib
+
+    torch.manual_seed(0)
+    model = timm.create_model("vmamba_micro", num_classes=10).eval()
+    export = extract_attention(model, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+    export.images = np.zeros((2, 64, 64, 3), np.uint8)
+    grids = model.stage_grids(64, 64)
+    lengths = [h * w for s, (h, w) in enumerate(grids) for _ in range(model.depths[s])]
+    assert [b.attn.shape for b in export.blocks] == [(2, n, n) for n in lengths]  # every block, merged routes
+    path = save(tmp_path / "micro.npz", export, dtype="log8")
+    values, rows = 2 * sum(n * n for n in lengths), 2 * sum(lengths)
+    routes, images = 4 * sum(4 * n for n in lengths), export.images.size
+    entries = 3 * len(lengths) + 2  # codes, scales and routes per block; images; meta
+    expected = values + 4 * rows + routes + images + entries * 400  # 400: an .npy header and its zip entry
+    assert path.stat().st_size <= expected
+    with zipfile.ZipFile(path) as archive:
+        stored_sizes = {info.filename: info.compress_size for info in archive.infolist()}
+    layouts = {}
+    for b in export.blocks:
+        (name,) = [n for n in stored_sizes if n.startswith(f"{b.key}/attn_log8")]
+        codes = np.stack([quantise_log8(m, LOG8_FLOOR)[0] for m in b.attn])
+        either = [len(zlib.compress(c.tobytes(), 6)) for c in (codes, difference_codes(codes))]
+        assert stored_sizes[name] <= min(either) + 200  # the smaller layout (+ its .npy header)
+        layouts[b.key] = name.split("/")[1].removesuffix(".npy")
+    assert layouts["s0b0"] == "attn_log8_diff" and layouts["s2b0"] == "attn_log8"  # 16x16: differences pay
+    back = load(path)
+    codes = log8_codes(export)  # what write_attention_artifacts quantises once and hands to stored and save
+    with_codes = load(save(tmp_path / "with_codes.npz", stored(export, "log8", codes), dtype="log8", codes=codes))
+    for a, b, c in zip(stored(export, "log8").blocks, back.blocks, with_codes.blocks):
+        np.testing.assert_array_equal(a.attn, b.attn)
+        np.testing.assert_array_equal(a.attn, c.attn)

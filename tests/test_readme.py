@@ -40,8 +40,8 @@ CHECKS = {
     "python train.py": "short",
     "python train.py ordering=spiral data=shapes trainer.max_epochs=20": "short",
     "python train.py model=vmamba_tiny_s1l8 experiment=paper data.root=/data/imagenet trainer=gpu": "compose",
-    "python train.py model=vmamba_tiny_s1l8 data.image_size=224 data.batch_size=8 trainer.limit_train_batches=4 "
-    "trainer.limit_val_batches=2 trainer.max_epochs=1": "compose",
+    "python train.py model=vmamba_tiny_s1l8 data.image_size=224 trainer.limit_train_batches=4 "
+    "trainer.limit_val_batches=2 trainer.max_epochs=1": "compose",  # batch 8: tests/test_device_defaults.py
     "python eval.py ckpt_path=outputs/<date>/<time>_spiral/checkpoints/last.ckpt": "run",
     "python eval.py ckpt_path=... ordering=hilbert": "run",
     "python eval.py ckpt_path=... attention.export=true attention.report=true": "run",

@@ -40,14 +40,17 @@ class Clock:
 
 
 def callback_settings() -> dict:
-    """The AttentionLogger's options as conf/callbacks/attention.yaml sets them (what a training run uses)."""
+    """The AttentionLogger's options as conf/callbacks/attention.yaml sets them (what a training run uses), less the
+    callback's own arguments (every_n_epochs, report, attribution, ...) and Hydra's keys."""
+    import inspect
+
     from omegaconf import OmegaConf
 
+    from patchorder.callbacks import AttentionLogger
+
     conf = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf/callbacks/attention.yaml"))
-    settings = conf["attention"]
-    for key in ("_target_", "_convert_", "every_n_epochs", "report", "dirpath"):
-        settings.pop(key, None)
-    return settings
+    own = set(inspect.signature(AttentionLogger.__init__).parameters) | {"_target_", "_convert_"}
+    return {k: v for k, v in conf["attention"].items() if k not in own}
 
 
 def folder_mb(path: Path) -> float:
@@ -95,6 +98,9 @@ def main() -> None:
           f"methods {options.methods}, report_methods {options.report_methods}")
     for name, wall, cpu in clock.rows:
         print(f"  {name:48s} wall {wall:7.1f} s   cpu {cpu:7.1f} s")
+        if name.startswith("metrics"):  # the steps of write_attention_artifacts, as it timed them
+            for step, seconds in written.phases.items():
+                print(f"    {step:46s} wall {seconds:7.1f} s")
     (_, forward, _), (_, extract_wall, extract_cpu), (_, write_wall, write_cpu) = clock.rows[:3]
     total_wall, total_cpu = extract_wall + write_wall, extract_cpu + write_cpu
     files = folder_mb(out / "attention")

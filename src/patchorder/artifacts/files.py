@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from patchorder.artifacts.compute import progress_bar
 from patchorder.artifacts.options import NPZ_DTYPES, AttentionOptions
 from patchorder.artifacts.render import EmbeddingTable, RenderedAttention, render_attention
 from patchorder.attention import AttentionExport, save
-from patchorder.attention.export import stored
+from patchorder.attention.export import log8_codes, stored
 
 CSV_COLUMNS = ["mode", "stage", "block", "image", "label", "class_name", "patch", "row", "col", "seq_pos",
                "method", "x", "y"]
@@ -35,6 +35,7 @@ class WrittenAttention:
     paths: dict[str, Any]  # npz, metrics, embeddings, images {key: png}, report
     rendered: RenderedAttention
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds of each step (also in the metrics JSON)
 
 
 def picture_filename(key: str) -> str:
@@ -57,13 +58,28 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Everything below is computed from the values as stored, so the files agree with each other exactly.
-    export = stored(export, NPZ_DTYPES[options.npz_dtype])
+    phases: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        phases[name] = round(time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
+
+    dtype = NPZ_DTYPES[options.npz_dtype]
+    codes = log8_codes(export) if dtype == "log8" else None  # once, for the stored values and the file
+    export = stored(export, dtype, codes)
+    lap("storage_rounding")
     with progress_bar(4 if report else 3, f"attention: {tag}") as bar:
         bar.set_postfix_str("pictures, metrics, embeddings")
-        rendered = render_attention(export, options)
+        parts: dict[str, float] = {}
+        rendered = render_attention(export, options, seconds=parts)
+        phases.update({k: round(v, 3) for k, v in parts.items()})
+        clock = time.perf_counter()
         bar.update()
         bar.set_postfix_str(".npz")
-        paths: dict[str, Any] = {"npz": save(out_dir / f"{tag}.npz", export, dtype=NPZ_DTYPES[options.npz_dtype])}
+        paths: dict[str, Any] = {"npz": save(out_dir / f"{tag}.npz", export, dtype=dtype, codes=codes)}
+        lap("npz")
         bar.update()
         bar.set_postfix_str("png, csv")
         image_dir = out_dir / f"{tag}_images"
@@ -72,6 +88,7 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
                            for key, items in rendered.pictures.items()}
         if rendered.embeddings:
             paths["embeddings"] = _write_embeddings_csv(out_dir / f"{tag}_embeddings.csv", rendered.embeddings)
+        lap("png_csv")
         bar.update()
         if report:
             from dataclasses import replace
@@ -84,6 +101,7 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
             paths["report"] = build_report(source, out_dir / f"{tag}.html", methods=options.report_methods,
                                            seed=options.seed, metrics=rendered.metrics, colour_scale=options.scale,
                                            log_floor=options.log_floor)
+            lap("explorer")
             bar.update()
     seconds = time.perf_counter() - started
     document = {
@@ -91,10 +109,11 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
         "merge": export.merge, "reduce": export.reduce, "num_images": int(len(export.images)),
         "labels": list(export.labels), "npz": paths["npz"].name, "blocks": rendered.metrics,
         "stages": rendered.stages, "scan_usage": rendered.scan_usage or None, "write_seconds": round(seconds, 3),
+        "phase_seconds": phases,
     }
     paths["metrics"] = out_dir / f"{tag}_metrics.json"
     paths["metrics"].write_text(json.dumps(document, indent=2) + "\n")
-    return WrittenAttention(paths, rendered, seconds)
+    return WrittenAttention(paths, rendered, seconds, phases)
 
 
 def _write_embeddings_csv(path: Path, tables: dict[str, EmbeddingTable]) -> Path:

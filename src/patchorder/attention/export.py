@@ -4,8 +4,10 @@ File layout (a contract shared by the callbacks, eval.py, the explorer and the s
   "meta"          0-d array holding a JSON string (see :class:`AttentionExport` fields and ``BlockAttention``)
   "images"        uint8 (N, H, W, 3): the probe images as they can be displayed
   "<key>/attn"    float16/float32 (N, L, L) when merged, (N, K, L, L) when routes are kept apart; or, saved with
-                  dtype="log8" (non-negative blocks), "<key>/attn_log8" uint8 codes of that shape and
-                  "<key>/attn_scale" float32 row maxima (shape without the last axis), see patchorder.attention.log8
+                  dtype="log8" (non-negative blocks), "<key>/attn_scale" float32 row maxima (shape without the last
+                  axis) and uint8 log codes of the attention's shape (see patchorder.attention.log8), as they are
+                  (block encoding "log8": "<key>/attn_log8") or as their 2-D differences (encoding "log8_diff":
+                  "<key>/attn_log8_diff"), whichever deflates smaller for that block
   "<key>/routes"  int32 (K, L): route k visits raster patch routes[k, s] at sequence position s
 with ``key`` = "s{stage}b{block}" and L = grid height * grid width. attn[n, q, k] is the attention of query
 patch q on key patch k (raster indices), zero where k comes after q in every route.
@@ -18,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from patchorder.attention.log8 import (
+    dequantise_log8, difference_codes, differences_pay, quantise_log8, undo_difference_codes,
+)
 
 FORMAT = "patchorder.attention/1"
 
@@ -98,8 +104,6 @@ def _log8_able(attn: np.ndarray) -> bool:
 
 def _log8_encode(attn: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Codes and row scales, one (L, L) matrix at a time (the float64 work array stays O(L^2))."""
-    from patchorder.attention.log8 import quantise_log8
-
     matrices = attn.reshape(-1, *attn.shape[-2:])
     codes = np.empty(matrices.shape, np.uint8)
     scales = np.empty(matrices.shape[:-1], np.float32)
@@ -108,51 +112,59 @@ def _log8_encode(attn: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray
     return codes.reshape(attn.shape), scales.reshape(attn.shape[:-1])
 
 
-def _log8_decode(codes: np.ndarray, scales: np.ndarray, floor: float) -> np.ndarray:
-    from patchorder.attention.log8 import dequantise_log8
+def log8_codes(export: AttentionExport) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per block key, the log8 (codes, row scales) that ``save(..., dtype="log8")`` stores for the non-negative
+    blocks. Computed once, they serve :func:`stored` and :func:`save` both (quantising is the costly part)."""
+    return {b.key: _log8_encode(b.attn, LOG8_FLOOR) for b in export.blocks if _log8_able(b.attn)}
 
-    return dequantise_log8(codes, scales, floor)
 
-
-def stored(export: AttentionExport, dtype=np.float32) -> AttentionExport:
+def stored(export: AttentionExport, dtype=np.float32,
+           codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> AttentionExport:
     """The export as :func:`load` would return it after ``save(..., dtype=dtype)``: compute metrics and pictures
-    from this, and they describe exactly what the file holds."""
+    from this, and they describe exactly what the file holds. ``codes``: :func:`log8_codes` of ``export``."""
     from dataclasses import replace
 
     if dtype in (np.float32, "float32"):
         return export
+    if dtype == "log8" and codes is None:
+        codes = log8_codes(export)
 
     def values(b: BlockAttention) -> np.ndarray:
-        if dtype == "log8" and _log8_able(b.attn):
-            return _log8_decode(*_log8_encode(b.attn, LOG8_FLOOR), LOG8_FLOOR)
+        if dtype == "log8" and b.key in codes:
+            return dequantise_log8(*codes[b.key], LOG8_FLOOR)
         as_float = np.float16 if dtype == "log8" else dtype  # signed blocks: float16 under log8
         return np.asarray(b.attn, dtype=as_float).astype(np.float32)
 
     return replace(export, blocks=[replace(b, attn=values(b)) for b in export.blocks])
 
 
-def save(path: str | Path, export: AttentionExport, dtype=np.float32) -> Path:
+def save(path: str | Path, export: AttentionExport, dtype=np.float32,
+         codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
     """Write ``export`` to ``path`` (.npz, compressed). ``dtype=np.float16`` halves the size; ``dtype="log8"``
     stores non-negative blocks as uint8 log codes with a float32 scale per row (a quarter of float32 before
-    compression, values within 1.8% down to 1e-4 of each row's maximum) and signed blocks as float16."""
+    compression, values within 1.8% down to 1e-4 of each row's maximum; large grids as the codes' 2-D differences,
+    which deflate smaller) and signed blocks as float16. ``codes``: :func:`log8_codes` of ``export`` or of the
+    export it was :func:`stored` from (the same codes: quantising stored values gives them back), if at hand."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in asdict(export).items() if k not in ("blocks", "images")}
     meta["format"] = FORMAT
-    log8 = {b.key: dtype == "log8" and _log8_able(b.attn) for b in export.blocks}
-    meta["blocks"] = [
-        {"key": b.key, "stage": b.stage, "block": b.block, "grid": list(b.grid), "ordering": b.ordering,
-         "num_routes": int(b.routes.shape[0]), "merged": b.merged,
-         **({"encoding": "log8", "floor": LOG8_FLOOR} if log8[b.key] else {})}
-        for b in export.blocks
-    ]
-    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta)), "images": np.asarray(export.images, np.uint8)}
+    arrays: dict[str, np.ndarray] = {"images": np.asarray(export.images, np.uint8)}
+    meta["blocks"] = []
     for b in export.blocks:
-        if log8[b.key]:
-            arrays[f"{b.key}/attn_log8"], arrays[f"{b.key}/attn_scale"] = _log8_encode(b.attn, LOG8_FLOOR)
+        encoding = {}
+        if dtype == "log8" and _log8_able(b.attn):
+            block_codes, arrays[f"{b.key}/attn_scale"] = (codes or {}).get(b.key) or _log8_encode(b.attn, LOG8_FLOOR)
+            name = "log8_diff" if differences_pay(block_codes) else "log8"
+            arrays[f"{b.key}/attn_{name}"] = difference_codes(block_codes) if name == "log8_diff" else block_codes
+            encoding = {"encoding": name, "floor": LOG8_FLOOR}
         else:
             arrays[f"{b.key}/attn"] = np.asarray(b.attn, dtype=np.float16 if dtype == "log8" else dtype)
         arrays[f"{b.key}/routes"] = np.asarray(b.routes, dtype=np.int32)
+        meta["blocks"].append({"key": b.key, "stage": b.stage, "block": b.block, "grid": list(b.grid),
+                               "ordering": b.ordering, "num_routes": int(b.routes.shape[0]), "merged": b.merged,
+                               **encoding})
+    arrays["meta"] = np.array(json.dumps(meta))
     np.savez_compressed(path, **arrays)
     return path
 
@@ -225,6 +237,10 @@ def load(path: str | Path) -> AttentionExport:
 
 def _read_attn(data, block_meta: dict) -> np.ndarray:
     key = block_meta["key"]
-    if block_meta.get("encoding") == "log8":
-        return _log8_decode(data[f"{key}/attn_log8"], data[f"{key}/attn_scale"], float(block_meta["floor"]))
+    encoding = block_meta.get("encoding")
+    if encoding in ("log8", "log8_diff"):
+        codes = data[f"{key}/attn_{encoding}"]
+        if encoding == "log8_diff":
+            codes = undo_difference_codes(codes)
+        return dequantise_log8(codes, data[f"{key}/attn_scale"], float(block_meta["floor"]))
     return data[f"{key}/attn"].astype(np.float32)
