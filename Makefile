@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test setup clean
+.PHONY: train test test-long setup clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,11 @@ train: $(STAMP)
 	$(BIN)/python train.py $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -m "not long" $(ARGS)
+
+# The checks left out of `make test` for its time (end-to-end training of the long_range setting, launchers).
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -m long $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

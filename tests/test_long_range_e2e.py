@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from train_support import read_json, run_dirs, run_script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 SHORT = [
     "experiment=long_range",

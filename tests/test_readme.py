@@ -36,6 +36,7 @@ CHECKS = {
     "source .venv/bin/activate": "make",  # make setup creates .venv (checked with make -n setup)
     'make train ARGS="ordering=spiral data=shapes"': "make",
     'make test ARGS="-k orderings -x"': "make",
+    "make test-long": "make",
     "make train ARGS=cpu_threads=1": "make",
     "python train.py": "short",
     "python train.py ordering=spiral data=shapes trainer.max_epochs=20": "short",

@@ -245,6 +245,7 @@ def test_compile_only_lists_a_deleted_run_as_missing(study, tmp_path):
     assert (moved / group["figures"]["cross"]).is_file()
 
 
+@pytest.mark.long
 def test_submitit_local_launcher(tmp_path):
     """The same command through hydra-submitit-launcher's local executor (the path SLURM jobs take)."""
     args = [f"study_dir={tmp_path / 'sub'}", *MINI[:1], "orderings=[row_major]", *MINI[2:-2], "cross_eval=false",

@@ -34,6 +34,7 @@ def test_multirun_over_orderings(tmp_path):
     assert "Sweep results" in proc.stdout
 
 
+@pytest.mark.long
 def test_submitit_local_sweep(tmp_path):
     proc = run_script("train.py", ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
                                    "ordering=row_major,diagonal", "logger=csv", *SWEEP], tmp_path, timeout=400)
