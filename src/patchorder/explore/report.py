@@ -60,9 +60,13 @@ def _load_side(sources: Source | Sequence[Source]) -> tuple[list[AttentionExport
 
 
 def _side_relevance(sources: Source | Sequence[Source]) -> dict | None:
-    """The whole-model views beside the side's first export file (<tag>_relevance.npz), when there are any."""
+    """The whole-model views beside the side's first export file (<tag>_relevance.npz), when there are any; an
+    export in memory names its file in extra["source"] (the callbacks set it)."""
     first = (list(sources) if isinstance(sources, (list, tuple)) else [sources])[0]
-    return None if isinstance(first, AttentionExport) else load_relevance(find_export(first))
+    if isinstance(first, AttentionExport):
+        source = first.extra.get("source")
+        return load_relevance(source) if source else None
+    return load_relevance(find_export(first))
 
 
 def _label(loaded: list) -> str:
