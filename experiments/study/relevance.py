@@ -3,9 +3,10 @@ field of every stage before training (the untrained model: the same config built
 and the deletion/insertion AUC of rollout, attribution, input-gradient and random maps
 (patchorder.attention.relevance_views) on the probe images of the validation split.
 
-Done here rather than in the eval sweep because "before" needs a model no sweep trains, and because it is cheap:
-on the long_range model (2 stages, 64 px) a run costs about a second on the shared 2-core machine (README).
-Also the core of experiments/faithfulness/compare.py, which runs it on any checkpoints.
+Done here rather than in the eval sweep because "before" needs a model no sweep trains. Cost per run: about
+1,300-2,000 forward passes of one image (8 images: rollout, attribution, 4 maps x 17 x 2 curve points, ERFs),
+a few seconds for the long_range model (2 stages, 64 px) at its training speed; the data module is built once
+per data config. Also the core of experiments/faithfulness/compare.py, which runs it on any checkpoints.
 """
 from __future__ import annotations
 
