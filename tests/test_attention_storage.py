@@ -15,7 +15,7 @@ from patchorder.attention.export import LOG8_FLOOR, AttentionExport, BlockAttent
 from patchorder.attention.log8 import log8_relative_error
 from patchorder.attention.metrics import metrics_table
 from patchorder.callbacks import AttentionLogger
-from patchorder.callbacks.attention_files import AttentionOptions, write_attention_artifacts
+from patchorder.artifacts import AttentionOptions, write_attention_artifacts
 from test_callbacks_units import ProbeData
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from train_support import CONF_DIR, read_csv_rows, read_json, wandb_records
 
 from patchorder.attention import load, metrics_table
-from patchorder.callbacks.attention_files import BLOCK_COLUMNS, PATCH_COLUMNS
+from patchorder.artifacts.render import BLOCK_COLUMNS, PATCH_COLUMNS
 from patchorder.callbacks.embedding import LABEL_COLUMNS, pooled_features
 from patchorder.training import evaluate as evaluate_job
 from patchorder.training import run as train_job

@@ -17,10 +17,11 @@ from PIL import Image
 
 import patchorder.models  # noqa: F401  registers the VMamba presets with timm
 from patchorder.attention import AttentionExport, BlockAttention, load, metrics_table, stage_summary
-from patchorder.callbacks import AttentionLogger, EmbeddingLogger, render
-from patchorder.callbacks.attention_files import (
-    BLOCK_COLUMNS, PATCH_COLUMNS, AttentionOptions, check_selection, make_options, write_attention_artifacts,
+from patchorder.artifacts import (
+    AttentionOptions, check_selection, make_options, pictures, write_attention_artifacts,
 )
+from patchorder.artifacts.render import BLOCK_COLUMNS, PATCH_COLUMNS
+from patchorder.callbacks import AttentionLogger, EmbeddingLogger
 from patchorder.callbacks.embedding import pooled_features
 from patchorder.callbacks.wandb_media import attention_payload, log_attention
 from patchorder.errors import ConfigError
@@ -31,21 +32,21 @@ VIRIDIS_0, VIRIDIS_1 = (68, 1, 84), (253, 231, 37)  # matplotlib's viridis end p
 # --- pictures ------------------------------------------------------------------------------------------------
 def test_normalise_log_and_linear_scales():
     values = np.array([0.0, -5e-4, 5e-3, 5 * 10**-1.5, -5.0])  # |.| / max = 0, 1e-4, 1e-3, 10^-1.5, 1
-    assert render.normalise(values, "log", 1e-3) == pytest.approx([0, 0, 0, 0.5, 1])
-    assert render.normalise(values, "log", 1e-2) == pytest.approx([0, 0, 0, 0.25, 1])
-    assert render.normalise(values, "linear") == pytest.approx([0, 1e-4, 1e-3, 10**-1.5, 1])
-    assert not render.normalise(np.zeros(3)).any()  # no mass: all zero, no division by zero
+    assert pictures.normalise(values, "log", 1e-3) == pytest.approx([0, 0, 0, 0.5, 1])
+    assert pictures.normalise(values, "log", 1e-2) == pytest.approx([0, 0, 0, 0.25, 1])
+    assert pictures.normalise(values, "linear") == pytest.approx([0, 1e-4, 1e-3, 10**-1.5, 1])
+    assert not pictures.normalise(np.zeros(3)).any()  # no mass: all zero, no division by zero
 
 
 def test_colorize_gives_uint8_colours_of_the_map():
-    out = render.colorize(np.array([[0.0, 1.0], [-3.0, 7.0]]), "viridis")  # out-of-range values are clipped
+    out = pictures.colorize(np.array([[0.0, 1.0], [-3.0, 7.0]]), "viridis")  # out-of-range values are clipped
     assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
     assert [tuple(p) for p in out.reshape(-1, 3)] == [VIRIDIS_0, VIRIDIS_1, VIRIDIS_0, VIRIDIS_1]
 
 
 def test_matrix_picture_enlarges_small_matrices_cell_by_cell():
     matrix = np.array([[1.0, 0.0], [0.0, 0.0]])
-    pic = render.matrix_picture(matrix, cmap="viridis", scale="linear", min_px=8, max_px=64)
+    pic = pictures.matrix_picture(matrix, cmap="viridis", scale="linear", min_px=8, max_px=64)
     assert pic.shape == (8, 8, 3) and pic.dtype == np.uint8
     assert (pic[:4, :4] == VIRIDIS_1).all() and (pic[4:, :] == VIRIDIS_0).all() and (pic[:, 4:] == VIRIDIS_0).all()
 
@@ -53,16 +54,16 @@ def test_matrix_picture_enlarges_small_matrices_cell_by_cell():
 def test_matrix_picture_pools_large_matrices_over_tiles():
     rng = np.random.default_rng(0)
     matrix = rng.random((10, 10))
-    pic = render.matrix_picture(matrix, cmap="viridis", scale="linear", min_px=1, max_px=4)  # tiles of 3 x 3
+    pic = pictures.matrix_picture(matrix, cmap="viridis", scale="linear", min_px=1, max_px=4)  # tiles of 3 x 3
     assert pic.shape == (4, 4, 3)
     pooled = np.array([[matrix[3 * i:3 * i + 3, 3 * j:3 * j + 3].mean() for j in range(4)] for i in range(4)])
-    assert np.array_equal(pic, render.colorize(pooled / pooled.max(), "viridis"))
+    assert np.array_equal(pic, pictures.colorize(pooled / pooled.max(), "viridis"))
 
 
 def test_heatmap_blends_the_query_row_over_the_image_and_outlines_the_query():
     image = np.full((8, 8, 3), 100, dtype=np.uint8)
     row = np.array([0.0, 0.0, 0.0, 1.0])  # 2 x 2 grid: all attention on patch (1, 1)
-    pic = render.heatmap_picture(image, row, (2, 2), query=(0, 0), cmap="viridis", scale="linear", alpha=0.5,
+    pic = pictures.heatmap_picture(image, row, (2, 2), query=(0, 0), cmap="viridis", scale="linear", alpha=0.5,
                                  min_px=16)
     assert pic.shape == (16, 16, 3) and pic.dtype == np.uint8  # enlarged x2; one patch = 8 x 8 pixels
     blend = lambda colour: np.round(0.5 * 100 + 0.5 * np.array(colour))  # noqa: E731
@@ -74,19 +75,19 @@ def test_heatmap_blends_the_query_row_over_the_image_and_outlines_the_query():
 
 def test_strip_puts_pictures_side_by_side_with_gaps():
     a, b = np.zeros((3, 2, 3), np.uint8), np.ones((3, 4, 3), np.uint8)
-    out = render.strip([a, b], gap=2)
+    out = pictures.strip([a, b], gap=2)
     assert out.shape == (3, 8, 3) and (out[:, 2:4] == 255).all() and (out[:, 4:] == 1).all()
 
 
 def test_query_cells_follow_the_stage0_patch_through_coarser_grids():
     for r in range(8):
         for c in range(8):
-            (point,) = render.resolve_queries([[r, c]], (8, 8))
+            (point,) = pictures.resolve_queries([[r, c]], (8, 8))
             for side in (8, 4, 2, 1):  # brute force: the cell whose pixel span contains the stage-0 patch
-                assert render.query_cell(point, (side, side)) == (r * side // 8, c * side // 8)
-    named = render.resolve_queries(["centre", "corner", "bottom_right", [0.5, 0.25], [1.0, 0.0]], (8, 8))
-    assert [render.query_cell(p, (8, 8)) for p in named] == [(4, 4), (0, 0), (7, 7), (4, 2), (7, 0)]
-    assert [render.query_cell(p, (6, 4)) for p in named] == [(3, 2), (0, 0), (5, 3), (3, 1), (5, 0)]
+                assert pictures.query_cell(point, (side, side)) == (r * side // 8, c * side // 8)
+    named = pictures.resolve_queries(["centre", "corner", "bottom_right", [0.5, 0.25], [1.0, 0.0]], (8, 8))
+    assert [pictures.query_cell(p, (8, 8)) for p in named] == [(4, 4), (0, 0), (7, 7), (4, 2), (7, 0)]
+    assert [pictures.query_cell(p, (6, 4)) for p in named] == [(3, 2), (0, 0), (5, 3), (3, 1), (5, 0)]
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -95,7 +96,7 @@ def test_query_cells_follow_the_stage0_patch_through_coarser_grids():
 ])
 def test_bad_query_patches_are_rejected_with_the_reason(spec, message):
     with pytest.raises(ValueError, match=message):
-        render.resolve_queries([spec], (8, 8))
+        pictures.resolve_queries([spec], (8, 8))
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -153,7 +154,7 @@ def test_written_files_and_pictures(written):
     assert matrix.shape == (64, 64, 3) and matrix.dtype == np.uint8 and matrix.std() > 0
     # Cell (q, k) of the picture is the colour of the image-mean attention (log scale, floor 1e-3).
     mean = export.blocks[0].attn.astype(np.float64).mean(axis=0)
-    expected = render.colorize(np.clip(1 + np.log10(np.maximum(mean / mean.max(), 1e-3)) / 3, 0, 1), "inferno")
+    expected = pictures.colorize(np.clip(1 + np.log10(np.maximum(mean / mean.max(), 1e-3)) / 3, 0, 1), "inferno")
     assert np.array_equal(matrix[2::4, 2::4], expected)
     heat = read_png(images["s0b0/patch_r0c3"])  # three panels of 64 px, 2 px gaps
     assert heat.shape == (64, 3 * 64 + 2 * 2, 3)

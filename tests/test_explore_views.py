@@ -2,7 +2,7 @@
 colour scale of compare mode, legends and units, the probe image beside the heatmap, and when blocks mode is offered.
 
 Every number the page shows is checked against the .npz it was built from (float64 oracles, log8 bounds);
-colours against patchorder.callbacks.render, the code that draws the W&B pictures. Needs Debian's chromium
+colours against patchorder.artifacts.pictures, the code that draws the W&B pictures. Needs Debian's chromium
 (see test_explore_browser.py, whose page helpers these tests share). Screenshots go to test-artifacts/.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import patchorder.models  # noqa: F401  (registers the VMamba presets with timm)
 from patchorder.attention.export import load, save
 from patchorder.attention.extract import extract_attention
-from patchorder.callbacks import render as pictures
+from patchorder.artifacts import pictures
 from patchorder.explore import build_report
 from test_explore_browser import FLOOR, IMAGES, assert_log8_close, browser, expected_row, open_page  # noqa: F401
 
@@ -65,7 +65,7 @@ def canvas_size(page, selector: str) -> tuple[float, float]:
 
 
 def picture_colour(values: np.ndarray, index: int) -> np.ndarray:
-    """The colour the W&B pictures give values[index]: render.normalise (log, default floor) + inferno."""
+    """The colour the W&B pictures give values[index]: pictures.normalise (log, default floor) + inferno."""
     unit = pictures.normalise(values, "log", LOG_FLOOR)
     return pictures.colorize(unit[None, index:index + 1], "inferno")[0, 0].astype(int)
 
@@ -105,7 +105,7 @@ def test_overview_follows_a_stage0_patch_through_every_block(open_page, whole, t
 
 @pytest.mark.slow
 def test_overview_thumbnail_colours_follow_the_wandb_pictures(open_page, whole):
-    """Patch thumbnails and matrix thumbnails on the pictures' log scale (render.normalise + inferno)."""
+    """Patch thumbnails and matrix thumbnails on the pictures' log scale (pictures.normalise + inferno)."""
     export = whole["spiral"]
     page = open_page(whole["single"])
     page.click_patch(0, 3, 12, GRIDS[0])

@@ -13,7 +13,7 @@ import orderings
 from patchorder.attention import AttentionExport, BlockAttention, compare_exports, metrics_table, stage_summary
 from patchorder.attention import metrics
 from patchorder.attention.metrics import Metric, neighbour_mass, scalar_metrics
-from patchorder.callbacks.attention_files import RenderedAttention
+from patchorder.artifacts import RenderedAttention
 from patchorder.explore.payload import metric_rows
 
 sys.path.insert(0, str(REPO / "experiments"))

@@ -146,6 +146,9 @@ def test_clear_effect():
     assert "**Does the ordering change accuracy?** Yes: largest mean difference from row_major: spiral " \
            f"{100 * effect['mean']:+.1f} pts (95% CI {100 * effect['low']:+.1f} pts to" in text
     assert f"repeated-measures ANOVA over 3 seeds p={q['accuracy']['omnibus']['p']:.3g}" in text
+    # Adjusted p-values read the same in every sentence: the 2 comparisons against row_major.
+    # effect's p and p_adjusted were checked against ttest_rel above.
+    assert f"over 3 seeds p={effect['p']:.3g}, Bonferroni over 2 tests p={effect['p_adjusted']:.3g}]; across" in text
 
 
 def test_no_effect_says_scan_use_is_too_small_at_the_top():
@@ -233,3 +236,19 @@ def test_two_orderings_use_the_paired_t_test():
                              [BASE["row_major"] + NOISE[("row_major", s)] for s in SEEDS])
     assert omnibus["test"] == "rm_anova" and omnibus["p"] == pytest.approx(oracle.pvalue)  # F = t^2
     assert "friedman" not in result["questions"]["accuracy"]  # Friedman needs three orderings
+
+
+def test_across_seed_similarity_is_one_value_per_seed_pair():
+    """With two seeds there is one seed pair, so the across-seeds level has no interval (each seed's average
+    would be that one pair's value twice: a zero-width interval); with three seeds, one value per pair."""
+    two = SEEDS[:2]
+    result = verdict.judge(clear_effect(seeds=two), ORDERINGS, two, SETTINGS)
+    across = result["questions"]["attention"]["similarity"]["across_seeds"]
+    one_pair = statistics.fmean(0.9 + NOISE[(o, 0)] + NOISE[(o, 1)] for o in ORDERINGS)
+    assert across["n"] == 1 and across["low"] is None and across["mean"] == pytest.approx(one_pair)
+    three = verdict.judge(clear_effect(), ORDERINGS, SEEDS, SETTINGS)["questions"]["attention"]["similarity"]
+    per_pair = [statistics.fmean(0.9 + NOISE[(o, a)] + NOISE[(o, b)] for o in ORDERINGS)
+                for a, b in [(0, 1), (0, 2), (1, 2)]]
+    oracle = stats.t.interval(0.95, 2, loc=statistics.fmean(per_pair), scale=stats.sem(per_pair))
+    assert three["across_seeds"]["n"] == 3
+    assert (three["across_seeds"]["low"], three["across_seeds"]["high"]) == pytest.approx(oracle)

@@ -66,7 +66,7 @@ def main() -> None:
 
     import patchorder.models  # noqa: F401  (registers the presets)
     from patchorder.attention.export import save
-    from patchorder.callbacks.attention_files import AttentionOptions, probe_export, write_attention_artifacts
+    from patchorder.artifacts import AttentionOptions, probe_export, write_attention_artifacts
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

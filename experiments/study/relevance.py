@@ -73,13 +73,13 @@ def checkpoint_relevance(ckpt_path: str | Path, seed: int | None, num_images: in
     """
     from patchorder.attention.erf import effective_receptive_field
     from patchorder.attention.relevance import relevance_views
-    from patchorder.callbacks import common
+    from patchorder.artifacts.probe import probe
 
     started = time.perf_counter()
     from patchorder.training.config import ordering_label
 
     trained, untrained, datamodule, hparams = load_models(ckpt_path, seed, datamodules)
-    images, _labels = common.probe(datamodule, num_images, "relevance", "report.relevance.num_images")
+    images, _labels = probe(datamodule, num_images, "relevance", "report.relevance.num_images")
     arrays, views = relevance_views(trained, images, steps=steps, seed=0 if seed is None else int(seed))
     maps = {key: value for key, value in arrays.items() if key.startswith("erf_stage")}
     erf_rows = []

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from patchorder.callbacks.common import blas_threads_like_torch
+from patchorder.artifacts.compute import blas_threads_like_torch
 from patchorder.training.results import jsonable
 
 from study import analysis, figures, relevance, verdict

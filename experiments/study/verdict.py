@@ -283,6 +283,7 @@ def similarity(group: dict[str, Any], orderings: list[str], seeds: list[int], se
     pairs = (group.get("attention", {}).get("ordering_similarity") or {}).get("blocks") or []
     across_orderings: dict[int, list[float]] = defaultdict(list)
     across_seeds: dict[int, list[float]] = defaultdict(list)
+    seed_pairs: dict[tuple[int, int], list[float]] = defaultdict(list)
     for pair in pairs:
         if not _finite(pair.get("cosine")):
             continue
@@ -291,6 +292,7 @@ def similarity(group: dict[str, Any], orderings: list[str], seeds: list[int], se
         elif pair["ordering_a"] == pair["ordering_b"] and pair["seed_a"] != pair["seed_b"]:
             across_seeds[pair["seed_a"]].append(pair["cosine"])
             across_seeds[pair["seed_b"]].append(pair["cosine"])
+            seed_pairs[tuple(sorted((pair["seed_a"], pair["seed_b"])))].append(pair["cosine"])
     a = {s: statistics.fmean(v) for s, v in across_orderings.items()}
     b = {s: statistics.fmean(v) for s, v in across_seeds.items()}
     test = paired(a, b, settings["confidence"])  # b - a: how much less alike orderings are than seeds
@@ -298,7 +300,9 @@ def similarity(group: dict[str, Any], orderings: list[str], seeds: list[int], se
     answer = UNKNOWN if significant is None else YES if significant and test["mean"] > 0 else NO
     return {"question": "Is the same block less alike across orderings than across seeds?", "answer": answer,
             "across_orderings": interval(a.values(), settings["confidence"]),
-            "across_seeds": interval(b.values(), settings["confidence"]), "difference": test}
+            # over distinct seed pairs: with 2 seeds every seed's value is the one pair's (no interval)
+            "across_seeds": interval([statistics.fmean(v) for v in seed_pairs.values()], settings["confidence"]),
+            "difference": test}
 
 
 def blocks(group: dict[str, Any], orderings: list[str], seeds: list[int], settings: dict) -> dict[str, Any]:
@@ -442,11 +446,10 @@ def summaries(verdict: dict[str, Any]) -> dict[str, str]:
         out["accuracy"] = "no two orderings with completed runs."
     else:
         e = acc["effect"]
+        friedman = f", Friedman {_p(acc['friedman']['p'])}" if acc.get("friedman") else ""
         out["accuracy"] = (f"largest mean difference from {e['a']}: {e['b']} {estimate(e, c, True)} "
-                           f"[{p_text(e)}" + (f", Bonferroni {_p(e['p_adjusted'])}" if e["p_adjusted"] is not None
-                                              and len(acc["comparisons"]) > 1 else "") +
-                           f"]; across all orderings: {p_text(acc['omnibus'])}"
-                           + (f", Friedman {_p(acc['friedman']['p'])}" if acc.get("friedman") else "") + ".")
+                           f"[{p_text(e, e['p_adjusted'], len(acc['comparisons']))}]; "
+                           f"across all orderings: {p_text(acc['omnibus'])}{friedman}.")
 
     att = q["attention"]
     if att["strongest"] is None:

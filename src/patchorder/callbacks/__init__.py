@@ -4,10 +4,11 @@
   colour-mapped matrices, per-patch heatmaps, metrics, embedding tables, the raw .npz and the HTML explorer.
 - :class:`EmbeddingLogger` (conf/callbacks/embedding.yaml): pooled image features of a validation sample as a
   table for W&B's 2D projection panel, and as CSV/NPZ.
-- :func:`write_attention_artifacts`: the files of an export, shared with ``eval.py attention.export=true``.
+
+What they compute and write (options, probe, pictures, files; shared with ``eval.py attention.export=true``) is
+:mod:`patchorder.artifacts`; this package holds only the callbacks and the W&B media they log.
 """
 from patchorder.callbacks.attention import AttentionLogger
-from patchorder.callbacks.attention_files import AttentionOptions, write_attention_artifacts
 from patchorder.callbacks.embedding import EmbeddingLogger
 
-__all__ = ["AttentionLogger", "EmbeddingLogger", "AttentionOptions", "write_attention_artifacts"]
+__all__ = ["AttentionLogger", "EmbeddingLogger"]

@@ -1,7 +1,7 @@
 """AttentionLogger: the hidden attention of the model on a fixed probe batch, every N epochs and at the end of fit.
 
 Rank 0 only, with no collective call inside (other DDP ranks return at once). Each time it writes the files
-of :mod:`patchorder.callbacks.attention_files` under <run dir>/attention/ (``attention_epoch{E:03d}``, E the
+of :mod:`patchorder.artifacts.files` under <run dir>/attention/ (``attention_epoch{E:03d}``, E the
 0-based epoch as in checkpoint names, not for the last epoch, whose weights ``attention_final`` holds), logs
 every scalar metric of the registry (patchorder.attention.metrics.METRICS) to every logger and, when a
 WandbLogger is present, the pictures, embedding tables, scatter charts, the HTML explorer (end of fit) and, for
@@ -18,10 +18,10 @@ import lightning as L
 import numpy as np
 
 from patchorder.attention import load
+from patchorder.artifacts.files import WrittenAttention, write_attention_artifacts
+from patchorder.artifacts.options import make_options
+from patchorder.artifacts.probe import check_selection, eval_network, probe, probe_export
 from patchorder.callbacks import common, wandb_media
-from patchorder.callbacks.attention_files import (
-    WrittenAttention, check_selection, make_options, probe_export, write_attention_artifacts,
-)
 
 PREFIX = "attention"
 
@@ -37,7 +37,7 @@ class AttentionLogger(L.Callback):
             input-gradient and random maps, their deletion/insertion AUCs, the ERF of every stage), log the AUCs
             and ERF areas as scalars and, with W&B, the maps as overlays on the probe images
             (``attention/relevance/<map>``).
-        **options: :class:`~patchorder.callbacks.attention_files.AttentionOptions` (stages, blocks,
+        **options: :class:`~patchorder.artifacts.options.AttentionOptions` (stages, blocks,
             num_images, query_patches, per_image_matrices, embeddings, methods, cmap, scale, ...).
     """
 
@@ -56,10 +56,9 @@ class AttentionLogger(L.Callback):
         if stage != "fit" or not trainer.is_global_zero:
             return
         datamodule = common.datamodule_of(trainer, "AttentionLogger")
-        self._probe = common.probe(datamodule, self.options.num_images, "AttentionLogger",
-                                   "callbacks.attention.num_images")
+        self._probe = probe(datamodule, self.options.num_images, "AttentionLogger", "callbacks.attention.num_images")
         # Fail now, not after the first epoch, when stages, blocks or query patches cannot exist.
-        check_selection(common.eval_network(pl_module), self.options, self._probe[0].shape[-2:])
+        check_selection(eval_network(pl_module), self.options, self._probe[0].shape[-2:])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The last epoch (by max_epochs) is left to on_train_end: attention_final holds the same weights, once.
@@ -89,7 +88,7 @@ class AttentionLogger(L.Callback):
             export = load(self._last[1])
         else:
             images, labels = self._probe
-            export = probe_export(common.eval_network(pl_module), images, labels, trainer.datamodule, self.options)
+            export = probe_export(eval_network(pl_module), images, labels, trainer.datamodule, self.options)
         extract_seconds = time.perf_counter() - started
         # In on_train_epoch_end current_epoch is the epoch just trained; in on_train_end the number trained.
         when = {"epochs_completed": trainer.current_epoch} if final else {"epoch": trainer.current_epoch}
@@ -117,7 +116,7 @@ class AttentionLogger(L.Callback):
         images, labels = self._probe
         display = np.asarray(trainer.datamodule.to_display(images))
         summary: dict = {}
-        write_relevance(common.eval_network(pl_module), images, common.output_dir(trainer, self.dirpath, PREFIX),
+        write_relevance(eval_network(pl_module), images, common.output_dir(trainer, self.dirpath, PREFIX),
                         tag, labels=labels.tolist(), display=display, summary_out=summary)
         numbers = scalars(summary, PREFIX)
         for logger in common.other_loggers(trainer):

@@ -1,4 +1,4 @@
-"""What the logging callbacks share: the network to probe, where files go, the W&B run if any."""
+"""What the logging callbacks share: where files go, the W&B run if any, the random streams left untouched."""
 from __future__ import annotations
 
 import random
@@ -12,16 +12,9 @@ import torch
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
-from torch import nn
 
+from patchorder.artifacts.compute import blas_threads_like_torch
 from patchorder.errors import ConfigError
-
-
-def eval_network(pl_module: L.LightningModule) -> nn.Module:
-    """The weights validation uses (the EMA copy when the module keeps one), else ``pl_module.model``."""
-    if hasattr(pl_module, "eval_model"):
-        return pl_module.eval_model()
-    return getattr(pl_module, "model", pl_module)
 
 
 def output_dir(trainer: L.Trainer, dirpath: str | Path | None, default_name: str) -> Path:
@@ -47,34 +40,12 @@ def datamodule_of(trainer: L.Trainer, who: str) -> Any:
     return datamodule
 
 
-def probe(datamodule: Any, n: int, who: str, setting: str) -> tuple:
-    """``datamodule.probe_batch(n)`` with an error that names the setting to change."""
-    try:
-        return datamodule.probe_batch(n)
-    except ValueError as error:
-        raise ConfigError(f"{who}: {error}; lower {setting}") from None
-
-
 def every_n(value: Any, name: str) -> int:
     if value is None:
         return 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{name}={value!r} must be an integer >= 0 (0 or null: only at the end of training)")
     return value
-
-
-@contextmanager
-def blas_threads_like_torch() -> Iterator[None]:
-    """Limit numpy/scipy's BLAS threads to torch's intra-op thread count (the run's cpu_threads) meanwhile.
-
-    Without it OpenBLAS starts one busy-waiting thread per core next to torch's, and on a shared machine the
-    embeddings' small SVDs stall (README, "The two commands": busy-waiting threads).
-    """
-    import scipy.linalg  # noqa: F401  scipy's own OpenBLAS must be loaded to be limited
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
-        yield
 
 
 @contextmanager

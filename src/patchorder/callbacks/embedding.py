@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from patchorder.artifacts.probe import eval_network, probe
 from patchorder.callbacks import common
 from patchorder.callbacks.wandb_media import STEP_KEY
 from patchorder.errors import ConfigError
@@ -77,7 +78,7 @@ class EmbeddingLogger(L.Callback):
         if count < self.num_samples:  # a default that fits most data: say so rather than fail a small split
             rank_zero_warn(f"EmbeddingLogger: the validation split has {available} images, fewer than num_samples="
                            f"{self.num_samples}; embedding all {available}")
-        self._sample = common.probe(datamodule, count, "EmbeddingLogger", "callbacks.embedding.num_samples")
+        self._sample = probe(datamodule, count, "EmbeddingLogger", "callbacks.embedding.num_samples")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
@@ -95,7 +96,7 @@ class EmbeddingLogger(L.Callback):
     def _log_features(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, Any]:
         started = time.perf_counter()
         images, labels = self._sample
-        features, logits = pooled_features(common.eval_network(pl_module), images, self.batch_size)
+        features, logits = pooled_features(eval_network(pl_module), images, self.batch_size)
         labels = labels.numpy()
         predictions = logits.argmax(axis=1)
         class_names = [str(c) for c in getattr(trainer.datamodule, "class_names", None) or range(logits.shape[1])]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from patchorder.callbacks.attention_files import RenderedAttention
+from patchorder.artifacts.render import RenderedAttention
 
 STEP_KEY = "trainer/global_step"  # Lightning's WandbLogger plots every metric against this key
 

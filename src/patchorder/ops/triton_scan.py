@@ -55,6 +55,20 @@ def _program_indices(per_group, N: tl.constexpr, N_P: tl.constexpr, BLOCK_D: tl.
 
 
 @triton.jit
+def _channel_parameters(A_ptr, D_ptr, bias_ptr, channel, mask_d, n, mask_dn, N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """A (BLOCK_D, N_P), D and delta_bias (BLOCK_D,) of this program's channels, in float32 (zeros when absent)."""
+    A = tl.load(A_ptr + channel[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    D = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    if HAS_D:
+        D = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    return A, D, bias
+
+
+@triton.jit
 def _forward_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, states_ptr,
     length, channels, groups, per_group, n_chunks,
@@ -63,11 +77,7 @@ def _forward_kernel(
 ):
     batch, group, block, channel, mask_d, n, mask_n = _program_indices(per_group, N, N_P, BLOCK_D)
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + channel[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
-    if HAS_D:
-        D = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    A, D, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, channel, mask_d, n, mask_dn, N, BLOCK_D, HAS_D, HAS_BIAS)
     row = (batch * channels + channel) * length  # start of each channel's sequence in u, delta, y
     bc_row = ((batch * groups + group) * N + n) * length  # start of each state's sequence in B, C
     u_ptr, delta_ptr, y_ptr = u_ptr + row, delta_ptr + row, y_ptr + row
@@ -105,11 +115,7 @@ def _backward_kernel(
 ):
     batch, group, block, channel, mask_d, n, mask_n = _program_indices(per_group, N, N_P, BLOCK_D)
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + channel[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
-    if HAS_D:
-        D = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    A, D, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, channel, mask_d, n, mask_dn, N, BLOCK_D, HAS_D, HAS_BIAS)
     row = (batch * channels + channel) * length
     bc_row = ((batch * groups + group) * N + n) * length
     u_ptr, delta_ptr, dy_ptr = u_ptr + row, delta_ptr + row, dy_ptr + row

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from patchorder.callbacks.eval_export import export_checkpoint_attention, wants_export
+from patchorder.artifacts.eval_export import export_checkpoint_attention, wants_export
 from patchorder.errors import ConfigError
 from patchorder.models import scan_ablation
 from patchorder.training import builders, console, hydra_info

@@ -1,5 +1,5 @@
 """``eval.py ckpt_path=... attention.export=true``: the attention files of a checkpoint, written by the same code
-as the AttentionLogger's (attention_files.write_attention_artifacts), under <eval run dir>/attention/."""
+as the AttentionLogger's (patchorder.artifacts.files.write_attention_artifacts), under <eval run dir>/attention/."""
 from __future__ import annotations
 
 import time
@@ -10,11 +10,11 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from patchorder.artifacts.compute import blas_threads_like_torch
+from patchorder.artifacts.files import paths_as_strings, write_attention_artifacts
+from patchorder.artifacts.options import make_options
+from patchorder.artifacts.probe import check_selection, eval_network, probe, probe_export
 from patchorder.attention.relevance import write_relevance
-from patchorder.callbacks import common
-from patchorder.callbacks.attention_files import (
-    check_selection, make_options, paths_as_strings, probe_export, write_attention_artifacts,
-)
 from patchorder.errors import ConfigError
 
 TAG = "attention_eval"
@@ -36,7 +36,7 @@ def export_checkpoint_attention(module: L.LightningModule, datamodule: Any, atte
     AttentionOptions keys). The probe images come from the validation split, as in training, so the export
     can be compared with the training run's (the explorer's ``--compare``).
     """
-    with common.blas_threads_like_torch():
+    with blas_threads_like_torch():
         return _export(module, datamodule, attention_cfg, output_dir)
 
 
@@ -60,8 +60,8 @@ def _export(module: L.LightningModule, datamodule: Any, attention_cfg: DictConfi
         raise ConfigError("attention.device=cuda but no CUDA device is visible; use attention.device=cpu")
     options = make_options(settings, "eval.py attention")
 
-    model = common.eval_network(module)
-    images, labels = common.probe(datamodule, options.num_images, "attention export", "attention.num_images")
+    model = eval_network(module)
+    images, labels = probe(datamodule, options.num_images, "attention export", "attention.num_images")
     check_selection(model, options, images.shape[-2:])
     target = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     home = next(model.parameters()).device

@@ -1,0 +1,112 @@
+"""An attention export written as plain files, by one implementation for both paths that produce attention: the
+AttentionLogger callback during training and ``eval.py attention.export=true`` for a checkpoint. For a tag such
+as ``attention_final`` it writes, in one directory:
+
+  attention_final.npz              the export (patchorder.attention.save; the explorer and studies read it)
+  attention_final_metrics.json     metrics_table rows per block, stage_summary rows, and what was exported
+  attention_final_embeddings.csv   the 2-D embeddings (blocks per stage, patches per block), one row per point
+  attention_final_images/*.png     colour-mapped matrices and per-patch heatmaps (uint8 RGB)
+  attention_final.html             the interactive explorer (optional)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patchorder.artifacts.pictures import strip
+from patchorder.artifacts.compute import progress_bar
+from patchorder.artifacts.options import NPZ_DTYPES, AttentionOptions
+from patchorder.artifacts.render import EmbeddingTable, RenderedAttention, render_attention
+from patchorder.attention import AttentionExport, save
+from patchorder.attention.export import stored
+
+CSV_COLUMNS = ["mode", "stage", "block", "image", "label", "class_name", "patch", "row", "col", "seq_pos",
+               "method", "x", "y"]
+
+
+@dataclass
+class WrittenAttention:
+    paths: dict[str, Any]  # npz, metrics, embeddings, images {key: png}, report
+    rendered: RenderedAttention
+    seconds: float
+
+
+def picture_filename(key: str) -> str:
+    return key.replace("/", "_") + ".png"
+
+
+def write_png(path: Path, pictures: list[np.ndarray]) -> Path:
+    """One picture as is, several side by side (see patchorder.artifacts.pictures.strip)."""
+    from PIL import Image
+
+    array = pictures[0] if len(pictures) == 1 else strip(pictures)
+    Image.fromarray(array, mode="RGB").save(path)
+    return path
+
+
+def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag: str, options: AttentionOptions,
+                              report: bool = False, meta: dict | None = None) -> WrittenAttention:
+    """Render ``export`` and write the files listed in this module's docstring under ``out_dir``."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Everything below is computed from the values as stored, so the files agree with each other exactly.
+    export = stored(export, NPZ_DTYPES[options.npz_dtype])
+    with progress_bar(4 if report else 3, f"attention: {tag}") as bar:
+        bar.set_postfix_str("pictures, metrics, embeddings")
+        rendered = render_attention(export, options)
+        bar.update()
+        bar.set_postfix_str(".npz")
+        paths: dict[str, Any] = {"npz": save(out_dir / f"{tag}.npz", export, dtype=NPZ_DTYPES[options.npz_dtype])}
+        bar.update()
+        bar.set_postfix_str("png, csv")
+        image_dir = out_dir / f"{tag}_images"
+        image_dir.mkdir(exist_ok=True)
+        paths["images"] = {key: write_png(image_dir / picture_filename(key), [p for p, _ in items])
+                           for key, items in rendered.pictures.items()}
+        if rendered.embeddings:
+            paths["embeddings"] = _write_embeddings_csv(out_dir / f"{tag}_embeddings.csv", rendered.embeddings)
+        bar.update()
+        if report:
+            from dataclasses import replace
+
+            from patchorder.explore import build_report
+
+            bar.set_postfix_str("explorer")
+            # From the export in memory (no re-reading of the .npz) with the metrics already computed.
+            source = replace(export, extra={**export.extra, "source": str(paths["npz"])})
+            paths["report"] = build_report(source, out_dir / f"{tag}.html", methods=options.report_methods,
+                                           seed=options.seed, metrics=rendered.metrics, colour_scale=options.scale,
+                                           log_floor=options.log_floor)
+            bar.update()
+    seconds = time.perf_counter() - started
+    document = {
+        "tag": tag, **(meta or {}), "model": export.model, "ordering": export.ordering, "scheme": export.scheme,
+        "merge": export.merge, "reduce": export.reduce, "num_images": int(len(export.images)),
+        "labels": list(export.labels), "npz": paths["npz"].name, "blocks": rendered.metrics,
+        "stages": rendered.stages, "scan_usage": rendered.scan_usage or None, "write_seconds": round(seconds, 3),
+    }
+    paths["metrics"] = out_dir / f"{tag}_metrics.json"
+    paths["metrics"].write_text(json.dumps(document, indent=2) + "\n")
+    return WrittenAttention(paths, rendered, seconds)
+
+
+def _write_embeddings_csv(path: Path, tables: dict[str, EmbeddingTable]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for table in tables.values():
+            for row in table.rows:
+                writer.writerow({"mode": table.mode, **dict(zip(table.columns, row))})
+    return path
+
+
+def paths_as_strings(paths: dict[str, Any]) -> dict[str, Any]:
+    """The paths of a WrittenAttention as JSON-ready strings (for results.json)."""
+    return {k: ({kk: str(vv) for kk, vv in v.items()} if isinstance(v, dict) else str(v)) for k, v in paths.items()}
