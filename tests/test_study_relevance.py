@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -158,3 +159,37 @@ def test_bad_relevance_settings_are_refused():
                       ({"enabled": "yes"}, "enabled")):
         with pytest.raises(StudyError, match=word):
             check_settings(bad)
+
+
+def test_compare_script_prints_the_same_aucs_and_winners(compiled, tmp_path):
+    """experiments/faithfulness/compare.py on the run directory: the study's numbers (the random map aside: the
+    script draws it with seed 0), the per-ordering means and winners, as JSON and printed."""
+    _, study_dir, group = compiled
+    (row,) = group["relevance"]["runs"]
+    out = tmp_path / "faith.json"
+    proc = run_script("experiments/faithfulness/compare.py", [str(study_dir / "train_digits" / row["run"]),
+                                                              "--images", str(IMAGES), "--steps", str(STEPS),
+                                                              "--json", str(out)], tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    document = read_json(out)
+    (mine,) = document["per_checkpoint"]
+    # a run directory stands for its best checkpoint; one epoch: the same weights as last.ckpt, which the study read
+    assert Path(mine["checkpoint"]).name.startswith("best-epoch000")
+    study = {r["map"]: r for r in row["faithfulness"]}
+    for entry in mine["faithfulness"]:
+        if entry["map"] != "random":
+            np.testing.assert_allclose(entry["deletion_auc"], study[entry["map"]]["deletion_auc"], rtol=1e-5)
+            np.testing.assert_allclose(entry["insertion_auc"], study[entry["map"]]["insertion_auc"], rtol=1e-5)
+    summary = document["per_ordering"]["row_major"]
+    maps = summary["maps"]
+    assert summary["best_deletion"] == min(maps, key=lambda m: maps[m]["deletion_auc"])
+    assert summary["best_insertion"] == max(maps, key=lambda m: maps[m]["insertion_auc"])
+    for name, cell in maps.items():
+        line = next(x for x in proc.stdout.splitlines() if x.split()[:2] == ["row_major", name])
+        assert f"{cell['deletion_auc']:.4f}" in line and f"{cell['insertion_auc']:.4f}" in line
+        assert ("wins deletion" in line) == (name == summary["best_deletion"])
+
+
+def test_compare_script_refuses_a_folder_without_checkpoints(tmp_path):
+    proc = run_script("experiments/faithfulness/compare.py", [str(tmp_path)], tmp_path, timeout=300)
+    assert proc.returncode != 0 and "neither a .ckpt file nor a run directory" in proc.stderr
