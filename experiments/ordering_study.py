@@ -12,7 +12,8 @@ figures, HTML explorers) from the run directories.
 
 Study keys (experiments/conf/study.yaml, presets in experiments/conf/preset/): study_dir, data, orderings, seeds,
 parallel, cross_eval, scan_ablation, checkpoint, train_overrides, data_overrides, eval_overrides, report.* (with
-report.verdict.*: significance level, interval confidence, scan-use thresholds). Any other override
+report.verdict.*: significance level, interval confidence, scan-use thresholds; report.relevance.*: ERF and
+faithfulness per run from its checkpoint). Any other override
 goes to every training run; hydra/... and hydra.* overrides (e.g. hydra/launcher=submitit_local) to every
 train.py and eval.py multirun. The study directory (default studies/<date>_<time> under $PATCHORDER_ROOT or the
 current directory) holds study_plan.json, train_<data>/, eval_<data>/ and ablation_<data>/ (the sweeps), logs/,

@@ -109,3 +109,25 @@ def test_overlay_blends_the_enlarged_colour_map_over_the_image():
     expected_cell = (0.5 * 200 / 255 + 0.5 * np.array(colormaps["inferno"](0.5)[:3])) * 255
     np.testing.assert_array_equal(picture[2:4, 0:2], np.broadcast_to(expected_cell.round(), (2, 2, 3)))
     assert picture.dtype == np.uint8 and picture.shape == (4, 4, 3)
+
+
+def test_eval_explorer_shows_the_relevance_it_wrote(checkpoint, tmp_path):
+    """attention.report=true with attribution: the relevance file is written first, so the explorer embeds it."""
+    import re
+
+    run = run_script("eval.py", [f"ckpt_path={checkpoint}", f"paths.output_dir={tmp_path}", "split=val",
+                                 "trainer.limit_test_batches=1", "attention.attribution=true", "attention.report=true",
+                                 "attention.num_images=2", "attention.attribution_steps=4", "attention.stages=[3]",
+                                 "cpu_threads=1"], tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    paths = json.loads((tmp_path / "results.json").read_text())["attention"]
+    page = open(paths["report"]).read()
+    payload = json.loads(re.search(r'<script id="explorer-data" type="application/json">(.*?)</script>', page,
+                                   re.S).group(1))
+    relevance = payload["sides"][0]["relevance"]
+    assert relevance is not None and "problem" not in relevance
+    assert sorted(relevance["names"]) == sorted(MAPS) and relevance["grid"] == [8, 8]
+    assert [e["stage"] for e in relevance["erf"]] == [0, 1, 2, 3]
+    data = np.load(paths["relevance_npz"])
+    for entry in relevance["erf"]:
+        np.testing.assert_allclose(entry["sum"], data[f"erf_stage{entry['stage']}"].sum(), rtol=1e-5)

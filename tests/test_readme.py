@@ -61,6 +61,7 @@ CHECKS = {
     "python experiments/ordering_study.py preset=quick": "study",
     "python train.py ~ordering.name +ordering.stages=[row_major,spiral,morton,hilbert]": "short",
     "python eval.py ckpt_path=... attention.attribution=true": "run",
+    "python experiments/faithfulness/compare.py outputs/<run>/": "run",
     "python -m orderings.show column_snake 8 8": "custom",  # the user's own module (README's example)
     ".venv/bin/python experiments/benchmarks/gpu_check.py": "custom",  # a GPU: test_scan_gpu_check.py dry-runs it
     "python eval.py ckpt_path=<ckpt> ablation=scan": "run",

@@ -163,6 +163,7 @@ def test_curves_from_a_csv_log(tmp_path):
     (["report.compare=[row_major,snake]"], "give two different orderings of the study"),
     (["report.verdict.alpha=2"], "report.verdict.alpha=2 must be a number in (0, 1)"),
     (["report.verdict.min_scan_drop=5"], "(accuracies are fractions: 0.02 = 2 points)"),
+    (["report.relevance.num_images=0"], "report.relevance.num_images=0 must be an integer >= 1"),
     (["--compile-only"], "--compile-only needs the study directory"),
     (["data=digits", "trainer.bogus=1"],
      "training runs on digits with ordering row_major: Could not override 'trainer.bogus'"),

@@ -166,3 +166,47 @@ def mean_stage_attention(exports: dict[tuple[str, int], AttentionExport], orderi
     matrices = [b.mean_attention() for (o, _), e in exports.items() if o == ordering for b in e.blocks
                 if b.stage == stage]
     return np.mean(matrices, axis=0) if matrices else None
+
+
+def relevance_table(rows: list[dict[str, Any]], orderings: list[str]) -> dict[str, Any]:
+    """Per ordering, over its seeds (study.relevance rows): each map's deletion / insertion AUC (spread), the map
+    that wins each (lowest mean deletion AUC, highest mean insertion AUC), and each stage's ERF numbers before and
+    after training (spread of sum, area_50, area_90)."""
+    table = {}
+    for ordering in orderings:
+        mine = [r for r in rows if r["ordering"] == ordering]
+        if not mine:
+            table[ordering] = None
+            continue
+        names = [row["map"] for row in mine[0]["faithfulness"]]
+        faith = []
+        for name in names:
+            cells = [next(x for x in r["faithfulness"] if x["map"] == name) for r in mine]
+            faith.append({"map": name, "deletion_auc": spread(c["deletion_auc"] for c in cells),
+                          "insertion_auc": spread(c["insertion_auc"] for c in cells)})
+        erf = []
+        for stage in sorted({e["stage"] for r in mine for e in r["erf"]}):
+            entries = [e for r in mine for e in r["erf"] if e["stage"] == stage]
+            erf.append({"stage": stage, **{when: {key: spread((e[when] or {}).get(key) for e in entries)
+                                                  for key in ("sum", "area_50", "area_90")}
+                                           for when in ("before", "after")}})
+        table[ordering] = {
+            "seeds": [r["seed"] for r in mine], "faithfulness": faith,
+            "best_deletion": min(faith, key=lambda f: f["deletion_auc"]["mean"])["map"],
+            "best_insertion": max(faith, key=lambda f: f["insertion_auc"]["mean"])["map"],
+            "erf": erf,
+        }
+    return table
+
+
+def mean_erf_maps(rows: list[dict[str, Any]], ordering: str) -> dict[tuple[str, int], np.ndarray]:
+    """(when, stage) -> the mean over the ordering's seeds of each ERF map divided by its maximum (the maps'
+    scales differ between seeds; their shapes are what the figure compares)."""
+    stacks: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
+    for row in (r for r in rows if r["ordering"] == ordering):
+        with np.load(row["maps"]) as maps:
+            for key in maps.files:  # erf_before_stage0, erf_after_stage1, ...
+                when, stage = key[len("erf_"):].split("_stage")
+                top = float(maps[key].max())
+                stacks[(when, int(stage))].append(maps[key] / top if top > 0 else maps[key])
+    return {key: np.mean(values, axis=0) for key, values in stacks.items()}

@@ -216,3 +216,32 @@ def embeddings(points: dict[tuple[str, str], dict[str, Any]], orderings: list[st
     figure.suptitle(f"PCA of patch attention rows (seed {seed}); colour = position in the sequence (dark = early)",
                     fontsize=9)
     return _save(figure, path, dpi)
+
+
+def erf(maps: dict[tuple[str, int], np.ndarray], ordering: str, path: Path, dpi: int) -> Path | None:
+    """One ordering's effective receptive field per stage (columns), before and after training (rows): each map
+    divided by its maximum, averaged over seeds, log scale (floor 1e-3)."""
+    if not maps:
+        return None
+    stages = sorted({stage for _, stage in maps})
+    rows = [when for when in ("before", "after") if any((when, s) in maps for s in stages)]
+    figure, axes = plt.subplots(len(rows), len(stages), figsize=(2.6 * len(stages), 2.6 * len(rows)), squeeze=False)
+    for i, when in enumerate(rows):
+        for j, stage in enumerate(stages):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            values = maps.get((when, stage))
+            if values is None or float(values.max()) <= 0:
+                ax.set_axis_off()
+                continue
+            top = float(values.max())
+            ax.imshow(np.maximum(values, top * 1e-3), cmap="inferno", norm=LogNorm(top * 1e-3, top),
+                      interpolation="nearest")
+            if i == 0:
+                ax.set_title(f"stage {stage}", fontsize=10)
+            if j == 0:
+                ax.set_ylabel(f"{when} training", fontsize=10)
+    figure.suptitle(f"{ordering}: effective receptive field of the centre patch (input pixels; each map / its max, "
+                    "mean over seeds, log scale)", fontsize=9)
+    return _save(figure, path, dpi)

@@ -174,6 +174,41 @@ def attention_section(group: dict[str, Any], orderings: list[str]) -> list[str]:
     return lines
 
 
+def relevance_section(group: dict[str, Any], orderings: list[str]) -> list[str]:
+    rel = group.get("relevance")
+    lines = ["### Effective receptive fields and faithfulness of relevance maps", ""]
+    if rel is None:
+        return lines + ["Not computed (report.relevance.enabled=false).", ""]
+    settings = rel["settings"]
+    spread_note = "one run each (one seed)" if one_seed(group) else "mean ± std over seeds"
+    lines += [
+        f"From each run's {rel['checkpoint']} checkpoint on {settings['num_images']} probe "
+        f"images of the validation split ({rel['seconds']} s for the group). ERF: sum over images and input "
+        "channels of relu(dS/dx), S the centre patch of the stage's output (patchorder.attention."
+        "effective_receptive_field); \"before\" is the untrained model of the same config built under the same "
+        "seed. area 50% / 90%: share of input pixels holding that share of the ERF's mass (small = concentrated). "
+        "Faithfulness: deletion / insertion curves over the stage-0 patches, "
+        f"{settings['steps'] or 'one point per patch'} steps, removed patches set to the dataset mean, target the "
+        "predicted class; deletion AUC lower is better, insertion AUC higher is better; "
+        f"{spread_note}.", "",
+    ]
+    for ordering in orderings:
+        entry = rel["by_ordering"].get(ordering)
+        lines += [f"**{ordering}**", ""]
+        if entry is None:
+            lines += ["No completed run with a checkpoint (see failures below).", ""]
+            continue
+        rows = [[f["map"], fmt_spread(f["deletion_auc"]), fmt_spread(f["insertion_auc"]), f["deletion_auc"]["n"]]
+                for f in entry["faithfulness"]]
+        lines += [table(["map", "deletion AUC (lower wins)", "insertion AUC (higher wins)", "n"], rows), "",
+                  f"Wins: deletion **{entry['best_deletion']}**, insertion **{entry['best_insertion']}**.", ""]
+        rows = [[e["stage"], fmt_spread(e["before"]["area_50"]), fmt_spread(e["after"]["area_50"]),
+                 fmt_spread(e["before"]["area_90"]), fmt_spread(e["after"]["area_90"])] for e in entry["erf"]]
+        lines += [table(["stage", "ERF area 50% before", "after", "ERF area 90% before", "after"], rows), "",
+                  image(group["figures"], f"erf_{ordering}", f"ERF of {ordering} before and after training"), ""]
+    return lines
+
+
 def explorer_section(group: dict[str, Any]) -> list[str]:
     explorers = group["explorers"]
     lines = ["### Interactive explorers", ""]
@@ -200,6 +235,7 @@ def render(doc: dict[str, Any]) -> str:
         lines += accuracy_section(group, doc["orderings"])
         lines += cross_section(group)
         lines += attention_section(group, doc["orderings"])
+        lines += relevance_section(group, doc["orderings"])
         lines += explorer_section(group)
         lines += failure_section(group)
     return "\n".join(lines).rstrip() + "\n"

@@ -11,7 +11,7 @@ from typing import Any
 from patchorder.artifacts.compute import blas_threads_like_torch
 from patchorder.training.results import jsonable
 
-from study import analysis, figures, verdict
+from study import analysis, figures, relevance, verdict
 from study.collect import Evaluation, Run, ablations, curves, evaluations, training_runs
 from study.markdown import render
 from study.settings import Group, Plan, check_verdict, ordering_config
@@ -136,6 +136,14 @@ def compile_group(plan: Plan, group: Group) -> dict[str, Any]:
     drawn["attention_maps"] = figures.attention_maps(maps, orderings, stage_table["stages"],
                                                      figure_path("attention_maps"), dpi)
     drawn["embeddings"], embedding_seed = _embeddings_figure(exports, plan, figure_path("embeddings"), dpi)
+    relevance_doc, relevance_problems = _relevance(plan, group, runs)
+    if relevance_doc is not None:
+        for ordering in orderings:
+            drawn[f"erf_{ordering}"] = figures.erf(analysis.mean_erf_maps(relevance_doc["runs"], ordering), ordering,
+                                                   figure_path(f"erf_{ordering}"), dpi)
+        for row in relevance_doc["runs"]:  # paths in study.json relative to the study directory
+            row["maps"] = relative(row["maps"], plan.study_dir)
+            row["checkpoint"] = relative(Path(row["checkpoint"]), plan.study_dir)
 
     failures = [{"kind": "training", "run": r.name, "ordering": r.ordering, "seed": r.seed, "status": r.status,
                  "error": r.error} for r in runs if not r.ok]
@@ -148,6 +156,8 @@ def compile_group(plan: Plan, group: Group) -> dict[str, Any]:
                   "error": c.error} for c in ablation_cells if c.status != "completed" or c.train_ordering is None]
     failures += [{"kind": "attention", "run": p["run"], "status": "missing", "error": p["error"]}
                  for p in export_problems]
+    failures += [{"kind": "relevance", "run": p["run"], "ordering": p["ordering"], "seed": p["seed"],
+                  "status": "failed", "error": p["error"]} for p in relevance_problems]
     return {
         "description": describe(runs, group),
         "runs": rows,
@@ -166,10 +176,23 @@ def compile_group(plan: Plan, group: Group) -> dict[str, Any]:
             "embedding_seed": embedding_seed,
             "scan_usage": scan_usage_rows(exports),
         },
+        "relevance": relevance_doc,
         "figures": {name: relative(path, plan.study_dir) for name, path in drawn.items() if path is not None},
         "explorers": explorers(plan, group, runs),
         "failures": failures,
     }
+
+
+def _relevance(plan: Plan, group: Group, runs: list[Run]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """ERF before/after and faithfulness of each completed run (study.relevance), and per ordering over seeds;
+    (None, []) when report.relevance.enabled is false."""
+    settings = relevance.check_settings(plan.report.get("relevance"))
+    if not settings["enabled"]:
+        return None, []
+    started = time.time()
+    rows, problems = relevance.study_relevance(runs, plan.checkpoint, settings, plan.path("relevance"), group.name)
+    return {"settings": settings, "checkpoint": plan.checkpoint, "runs": rows, "by_ordering": analysis.relevance_table(rows, plan.orderings),
+            "seconds": round(time.time() - started, 1)}, problems
 
 
 def _embeddings_figure(exports: dict, plan: Plan, path: Path, dpi: int) -> tuple[Path | None, int | None]:

@@ -219,8 +219,10 @@ def check_report(report: dict[str, Any], orderings: list[str]) -> dict[str, Any]
     dpi = report.get("figure_dpi", 110)
     if not isinstance(dpi, int) or dpi < 30:
         raise StudyError(f"report.figure_dpi={dpi!r} must be an integer >= 30")
+    from study.relevance import check_settings  # relevance's checks live beside its defaults
+
     return {**report, "explorer_methods": methods, "compare": compare, "figure_dpi": dpi,
-            "verdict": check_verdict(report.get("verdict"))}
+            "verdict": check_verdict(report.get("verdict")), "relevance": check_settings(report.get("relevance"))}
 
 
 VERDICT_DEFAULTS = {"alpha": 0.05, "confidence": 0.95, "min_scan_drop": 0.02, "min_cross_drop": 0.01}

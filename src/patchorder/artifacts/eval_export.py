@@ -69,15 +69,16 @@ def _export(module: L.LightningModule, datamodule: Any, attention_cfg: DictConfi
     out_dir = Path(dirpath) if dirpath else Path(output_dir) / "attention"
     paths: dict[str, Any] = {}
     try:
+        # Relevance first: the explorer (report=true) shows the relevance file written beside the export.
+        if attribution:  # rollout, attribution, input-gradient and random maps, their faithfulness, ERFs
+            paths.update(write_relevance(model, images, out_dir, TAG, labels=labels.tolist(),
+                                         display=datamodule.to_display(images), steps=attribution_steps))
         if export or report:
             exported = probe_export(model, images, labels, datamodule, options)
             extract_seconds = time.perf_counter() - started
             written = write_attention_artifacts(exported, out_dir, TAG, options, report=report,
                                                 meta={"extract_seconds": round(extract_seconds, 3)})
             paths.update(paths_as_strings(written.paths))
-        if attribution:  # rollout, attribution, input-gradient and random maps, their faithfulness, ERFs
-            paths.update(write_relevance(model, images, out_dir, TAG, labels=labels.tolist(),
-                                         display=datamodule.to_display(images), steps=attribution_steps))
     finally:
         model.to(home)
     return {**paths, "seconds": round(time.perf_counter() - started, 3)}

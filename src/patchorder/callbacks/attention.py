@@ -93,6 +93,8 @@ class AttentionLogger(L.Callback):
         # In on_train_epoch_end current_epoch is the epoch just trained; in on_train_end the number trained.
         when = {"epochs_completed": trainer.current_epoch} if final else {"epoch": trainer.current_epoch}
         meta = {**when, "global_step": step, "final": final, "extract_seconds": round(extract_seconds, 3)}
+        if final and self.attribution:  # before the files: the explorer shows the relevance file beside the export
+            self._log_relevance(trainer, pl_module, tag, step)
         written = write_attention_artifacts(export, common.output_dir(trainer, self.dirpath, PREFIX), tag,
                                             self.options, report=final and self.report, meta=meta)
         if not repeat:
@@ -102,8 +104,6 @@ class AttentionLogger(L.Callback):
         run = common.wandb_run(trainer)
         if run is not None:
             wandb_media.log_attention(run, written.rendered, written.paths, step, tag, PREFIX, media=not repeat)
-        if final and self.attribution:
-            self._log_relevance(trainer, pl_module, tag, step)
         written.seconds = time.perf_counter() - started
         self._last = (step, written.paths["npz"])
         self.written.append(written)

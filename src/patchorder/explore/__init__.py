@@ -10,8 +10,9 @@ Views: a scatterplot (blocks of a stage or patches of a block, PCA / t-SNE / UMA
 colour legend, axis captions), the patch grid over the probe image with the image beside it (click a patch for
 its attention heatmap; drag to brush patches; the path of one route or of every route, start and end marked),
 the model overview (the selected patch in every block, every block's matrix; click to open), selectors for
-reduction, stage, block, route and image, the block's metrics, and a side-by-side comparison with linked
-selection and one colour scale.
+reduction, stage, block, route and image, the block's metrics, a side-by-side comparison with linked
+selection and one colour scale, and, when the export has a <tag>_relevance.npz beside it, the selected image's
+whole-model relevance maps over the probe image, their faithfulness AUCs and the ERF of every stage.
 
 Test hook: ``window.explorer`` in the page; its members are listed in README.md ("Attention explorer"),
 checked against explorer.js by tests/test_explore_hooks.py.

@@ -22,7 +22,7 @@
   const state = {
     variant: 0, stage: 0, block: 0, route: "merged", image: "mean", mode: "patches", method: "pca",
     colorBy: "column", patch: null, highlighted: new Set(), highlightedPoints: new Set(),
-    pathRoute: "off", logColor: true, ignoreSelf: false, opacity: 0.65, sharedScale: true,
+    pathRoute: "off", logColor: true, ignoreSelf: false, opacity: 0.65, sharedScale: true, relevance: null,
   };
   // The log colour scale spans [floor * max, max], floor = the W&B pictures' log_floor (set from the data).
   let logDecades = 3;
@@ -811,6 +811,99 @@
 
   function clamp(v, lo, hi) { return Math.max(lo, Math.min(hi, v)); }
 
+  // ---------- whole-model relevance (the export's <tag>_relevance.npz: rollout, attribution, ... and ERFs) ----------
+  function relevanceKinds(side) { return side.data.relevance && !side.data.relevance.problem ? side.data.relevance.names : []; }
+  function allRelevanceKinds() { return [...new Set(sides.flatMap(relevanceKinds))]; }
+
+  // A map over the stage-0 grid (raster order): one image's, or the mean over the probe images.
+  function relevanceMap(side, image, kind) {
+    const rel = side.data.relevance;
+    if (!rel || rel.problem || !(kind in rel.maps)) return null;
+    const size = rel.grid[0] * rel.grid[1], all = arrays[rel.maps[kind]], n = all.length / size;
+    if (image !== "mean") return all.subarray(image * size, (image + 1) * size);
+    const out = new Float64Array(size);
+    for (let i = 0; i < n; i++) for (let p = 0; p < size; p++) out[p] += all[i * size + p];
+    return out.map((v) => v / n);
+  }
+
+  function erfMap(side, stage) {
+    const rel = side.data.relevance, entry = rel && !rel.problem && rel.erf.find((e) => e.stage === stage);
+    return entry ? { ...entry, data: arrays[entry.values] } : null;
+  }
+
+  // The map over the probe image, linear colour from 0 to the map's maximum (as the W&B overlays).
+  function drawRelevance(side) {
+    const rel = side.data.relevance;
+    side.relevanceView.hidden = !rel;
+    if (!rel) return;
+    if (rel.problem) { side.relevanceCaption.textContent = rel.problem; setupCanvas(side.relevanceCanvas, 0, 0); return; }
+    const kind = rel.names.includes(state.relevance) ? state.relevance : rel.names[0];
+    const values = relevanceMap(side, state.image, kind), [h, w] = rel.grid;
+    const cell = Math.min(GRID_SIZE / w, GRID_SIZE / h), ctx = setupCanvas(side.relevanceCanvas, cell * w, cell * h);
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(imageCanvas(side, state.image === "mean" ? 0 : state.image), 0, 0, cell * w, cell * h);
+    let top = 0;
+    values.forEach((v) => { if (v > top) top = v; });
+    ctx.globalAlpha = state.opacity;
+    values.forEach((v, i) => {
+      ctx.fillStyle = colorAt("heat", top > 0 ? Math.max(0, v) / top : 0);
+      ctx.fillRect((i % w) * cell, Math.floor(i / w) * cell, cell + 0.5, cell + 0.5);
+    });
+    ctx.globalAlpha = 1;
+    side.relevanceShown = { kind, image: state.image, values };
+    const which = state.image === "mean" ? `mean over the ${side.data.images.n} probe images (image 0 shown)` :
+      side.data.image_names[state.image];
+    side.relevanceCaption.textContent = `${kind} over the ${h}x${w} stage-0 grid, ${which}; linear colour from 0 ` +
+      `to the map's maximum ${formatValue(top)}, blended over the image (opacity slider).`;
+    const faith = rel.faithfulness;
+    if (!faith.length) { side.faithTable.innerHTML = ""; return; }
+    const lowest = Math.min(...faith.map((r) => r.deletion_auc)), highest = Math.max(...faith.map((r) => r.insertion_auc));
+    side.faithTable.innerHTML = `<caption>faithfulness (mean over images)</caption>` +
+      `<tr><td>map</td><td class="value">deletion AUC (lower wins)</td><td class="value">insertion AUC (higher wins)</td></tr>` +
+      faith.map((r) => `<tr data-map="${escapeHtml(r.map)}"><td>${escapeHtml(r.map)}</td>` +
+        `<td class="value">${formatValue(r.deletion_auc)}${r.deletion_auc === lowest ? " ✓" : ""}</td>` +
+        `<td class="value">${formatValue(r.insertion_auc)}${r.insertion_auc === highest ? " ✓" : ""}</td></tr>`).join("");
+  }
+
+  // One panel per stage: the effective receptive field over the input pixels, log colour over 3 decades.
+  function buildErf(side) {
+    const rel = side.data.relevance;
+    if (rel && rel.problem) return;
+    if (!rel || !rel.erf.length) { side.erfCaption.textContent = rel ? "No effective receptive field in this file." : ""; return; }
+    side.erfCaption.textContent = "Effective receptive field of each stage's centre patch (sum over images and " +
+      "channels of relu(dS/dx) over the input pixels); log colour over 3 decades of each map's maximum.";
+    for (const entry of rel.erf) {
+      const figure = document.createElement("figure");
+      figure.className = "erf-stage";
+      figure.dataset.stage = String(entry.stage);
+      const canvas = document.createElement("canvas"), caption = document.createElement("figcaption");
+      const values = arrays[entry.values], scale = Math.max(1, Math.floor(160 / Math.max(entry.h, entry.w)));
+      canvas.width = entry.w; canvas.height = entry.h;
+      canvas.style.width = `${entry.w * scale}px`; canvas.style.height = `${entry.h * scale}px`;
+      canvas.style.imageRendering = "pixelated";
+      const ctx = canvas.getContext("2d"), image = ctx.createImageData(entry.w, entry.h), table = lut("heat");
+      let top = 0;
+      values.forEach((v) => { if (v > top) top = v; });
+      const floor = top / 1e3;
+      values.forEach((v, p) => {
+        const t = top > 0 && v > floor ? Math.min(1, Math.log10(v / floor) / 3) : 0, i = Math.round(t * 255) * 3;
+        image.data.set([table[i], table[i + 1], table[i + 2], 255], 4 * p);
+      });
+      ctx.putImageData(image, 0, 0);
+      caption.textContent = `stage ${entry.stage}: sum ${formatValue(entry.sum)}, max ${formatValue(top)}`;
+      figure.append(canvas, caption);
+      side.erf.appendChild(figure);
+    }
+  }
+
+  function setRelevance(kind) {
+    if (!allRelevanceKinds().includes(kind)) {
+      throw new Error(`no relevance map ${kind}; have ${allRelevanceKinds().join(", ") || "none (no <tag>_relevance.npz beside the export)"}`);
+    }
+    state.relevance = kind;
+    render();
+  }
+
   // ---------- toolbar ----------
   const $ = (id) => document.getElementById(id);
   function fillSelect(select, options, value) {
@@ -854,6 +947,9 @@
     $("chk-log").checked = state.logColor;
     $("chk-self").checked = state.ignoreSelf;
     $("rng-opacity").value = String(state.opacity);
+    const kinds = allRelevanceKinds();
+    $("lbl-relevance").hidden = !kinds.length;
+    if (kinds.length) fillSelect($("sel-relevance"), kinds.map((k) => [k, k]), state.relevance);
   }
 
   function methodsOf(variant) {
@@ -874,6 +970,7 @@
     $("chk-log").addEventListener("change", (e) => { state.logColor = e.target.checked; render(); });
     $("chk-self").addEventListener("change", (e) => { state.ignoreSelf = e.target.checked; render(); });
     $("rng-opacity").addEventListener("input", (e) => { state.opacity = Number(e.target.value); render(); });
+    $("sel-relevance").addEventListener("change", (e) => setRelevance(e.target.value));
     $("btn-clear").addEventListener("click", clearBrush);
     document.addEventListener("keydown", (e) => { if (e.key === "Escape") clearBrush(); });
   }
@@ -988,7 +1085,11 @@
       <div class="info"></div>
       <details class="overview" open><summary>Model overview</summary>
         <p class="overview-caption"></p><div class="overview-patch"></div>
-        <p class="overview-matrix-caption"></p><div class="overview-matrix"></div></details>`;
+        <p class="overview-matrix-caption"></p><div class="overview-matrix"></div></details>
+      <details class="relevance-view" open hidden><summary>Whole-model relevance</summary>
+        <div class="views"><figure><canvas class="relevance"></canvas><figcaption class="relevance-caption"></figcaption></figure>
+          <div class="metrics faithfulness"><table></table></div></div>
+        <p class="erf-caption"></p><div class="erf"></div></details>`;
     section.querySelector("h2").textContent = sideData.label;
     $("sides").appendChild(section);
     const q = (selector) => section.querySelector(selector);
@@ -1001,11 +1102,14 @@
       patchCaption: q(".patch-caption"), metrics: q(".metrics table"), metricsNote: q(".metrics-note"),
       info: q(".info"), drag: null, overview: q(".overview-patch"), overviewCaption: q(".overview-caption"),
       overviewMatrix: q(".overview-matrix"), overviewMatrixCaption: q(".overview-matrix-caption"),
-      thumbs: new Map(),
+      thumbs: new Map(), relevanceView: q(".relevance-view"), relevanceCanvas: q("canvas.relevance"),
+      relevanceCaption: q(".relevance-caption"), faithTable: q(".faithfulness table"), erf: q(".erf"),
+      erfCaption: q(".erf-caption"),
     };
     attachScatter(side);
     attachPatches(side);
     buildOverview(side);
+    buildErf(side);
     return side;
   }
 
@@ -1020,6 +1124,7 @@
       drawUnit(side);
       drawMetrics(side);
       drawOverview(side, i, overviews);
+      drawRelevance(side);
     });
   }
 
@@ -1051,6 +1156,8 @@
     state.block = first.block;
     state.patch = centrePatch(first);
     state.method = methodsOf(variantOf(left))[0] || data.methods[0];
+    const kinds = allRelevanceKinds();
+    state.relevance = kinds.includes("rollout") ? "rollout" : kinds[0] || null;
     if (data.colour) {
       logDecades = -Math.log10(data.colour.log_floor);
       state.logColor = data.colour.scale === "log";
@@ -1108,6 +1215,21 @@
       return { x: rect.left + px, y: rect.top + py };
     },
     metrics(sideIndex = 0) { const b = currentBlock(sides[sideIndex]); return b ? Object.fromEntries(b.metrics) : null; },
+    setRelevance,
+    relevanceKinds(sideIndex = 0) { return relevanceKinds(sides[sideIndex]); },
+    relevanceValues(image, kind, sideIndex = 0) {
+      const side = sides[sideIndex], n = side.data.images.n;
+      if (image !== "mean" && !(Number.isInteger(image) && image >= 0 && image < n)) throw new Error(`no image ${image}`);
+      const values = relevanceMap(side, image, kind);
+      return values ? Array.from(values) : null;
+    },
+    relevanceShown(sideIndex = 0) {
+      const shown = sides[sideIndex].relevanceShown;
+      return shown ? { kind: shown.kind, image: shown.image, values: Array.from(shown.values) } : null;
+    },
+    erfStages(sideIndex = 0) { const rel = sides[sideIndex].data.relevance; return rel && !rel.problem ? rel.erf.map((e) => e.stage) : []; },
+    relevanceNote(sideIndex = 0) { return sides[sideIndex].relevanceCaption.textContent; },
+    erfValues(stage, sideIndex = 0) { const e = erfMap(sides[sideIndex], stage); return e ? Array.from(e.data) : null; },
     notices(sideIndex = 0) {
       const s = sides[sideIndex];
       return { scatter: s.scatterNote.textContent, patches: s.patchNote.textContent, page: $("notice").hidden ? "" : $("notice").textContent };

@@ -154,8 +154,52 @@ def _variant_payload(packer: Packer, export: AttentionExport, options: Options, 
     }
 
 
+def relevance_payload(packer: Packer, arrays: dict | None, export: AttentionExport, label: str) -> dict | None:
+    """The whole-model views of one side (arrays of a <tag>_relevance.npz, see patchorder.attention.relevance):
+    each map (N, h, w) over the stage-0 grid, each stage's ERF (H, W) over the input pixels, and per map the
+    mean deletion / insertion AUC over the images. Always stored (small: N h w values per map)."""
+    if arrays is None:
+        return None
+    source = arrays.get("__source__", "relevance file")
+    names = [key[len("map_"):] for key in arrays if key.startswith("map_")]
+    n = int(export.images.shape[0])
+    maps = {name: np.asarray(arrays[f"map_{name}"], dtype=np.float32) for name in names}
+    for name, values in maps.items():
+        if values.ndim != 3 or values.shape[0] != n or values.shape != maps[names[0]].shape:
+            raise ValueError(f"{label}: {source} map {name!r} has shape {values.shape}; expected ({n}, h, w) like "
+                             f"every map, one per probe image of the export")
+    shown = arrays.get("images")
+    if shown is not None and (shown.shape != export.images.shape or not np.array_equal(shown, export.images)):
+        # a stale file from an earlier run: left out, and the page says why (a report is never refused for it)
+        return {"problem": f"{source} was computed on other probe images than this export, so its maps are not "
+                           "shown; write both in one run (eval.py attention.export=true attention.attribution=true)"}
+    stages = sorted(int(key[len("erf_stage"):]) for key in arrays if key.startswith("erf_stage"))
+    erf = []
+    for stage in stages:
+        values = np.asarray(arrays[f"erf_stage{stage}"], dtype=np.float32)
+        if values.ndim != 2:
+            raise ValueError(f"{label}: {source} erf_stage{stage} has shape {values.shape}; expected (H, W)")
+        erf.append({"stage": stage, "h": int(values.shape[0]), "w": int(values.shape[1]),
+                    "values": packer.add(values, "f32"), "sum": float(values.sum())})
+    faithfulness = []
+    fractions = arrays.get("fractions")
+    for name in names:
+        if fractions is None or f"deletion_{name}" not in arrays or f"insertion_{name}" not in arrays:
+            continue
+        row = {"map": name}
+        for curve in ("deletion", "insertion"):
+            values = np.asarray(arrays[f"{curve}_{name}"], dtype=np.float64)
+            row[f"{curve}_auc"] = float(np.trapezoid(values, fractions, axis=-1).mean())
+        faithfulness.append(row)
+    grid = list(maps[names[0]].shape[1:]) if names else None
+    return {"source": str(source), "names": names, "grid": grid,
+            "maps": {name: packer.add(values, "f32") for name, values in maps.items()},
+            "erf": erf, "faithfulness": faithfulness}
+
+
 def _side_payload(packer: Packer, exports: Sequence[AttentionExport], label: str, options: Options,
-                  candidates: list[_Candidate], where: str, others: Sequence[AttentionExport] = ()) -> dict:
+                  candidates: list[_Candidate], where: str, others: Sequence[AttentionExport] = (),
+                  relevance: dict | None = None) -> dict:
     first = exports[0]
     reduces = [e.reduce for e in exports]
     if len(set(reduces)) != len(reduces):
@@ -169,6 +213,7 @@ def _side_payload(packer: Packer, exports: Sequence[AttentionExport], label: str
                    "pixels": packer.add(images, "u8")},
         "image_names": first.image_names(),
         "stages": first.stages(),
+        "relevance": relevance_payload(packer, relevance, first, label),
         "variants": [_variant_payload(packer, e, options, candidates,
                                       ", ".join(x for x in (where, e.reduce if len(exports) > 1 else "") if x),
                                       _same_reduce(e, others))
@@ -181,9 +226,10 @@ def _same_reduce(export: AttentionExport, others: Sequence[AttentionExport]) -> 
 
 
 def build_payload(sides: Sequence[tuple[Sequence[AttentionExport], str]], options: Options,
-                  fixed_bytes: int) -> tuple[dict, Packer]:
+                  fixed_bytes: int, relevance: Sequence[dict | None] | None = None) -> tuple[dict, Packer]:
     """JSON payload + packed arrays for one or two sides, each a list of exports (one per reduction) and a label.
 
+    ``relevance``: per side, the arrays of its <tag>_relevance.npz (explore.source.load_relevance) or None.
     ``fixed_bytes`` is what the page costs without data (template, script, style), counted against the budget.
     """
     for exports, label in sides:
@@ -201,7 +247,8 @@ def build_payload(sides: Sequence[tuple[Sequence[AttentionExport], str]], option
     payload = {
         "version": 1,
         "sides": [_side_payload(packer, exports, label, options, candidates, where,
-                                others=sides[1 - i][0] if len(sides) == 2 else ())
+                                others=sides[1 - i][0] if len(sides) == 2 else (),
+                                relevance=(relevance or [None] * len(sides))[i])
                   for i, ((exports, label), where) in enumerate(zip(sides, names))],
     }
     omitted, omitted_bytes = _fill_budget(packer, candidates, options.max_bytes - fixed_bytes - _json_size(payload))

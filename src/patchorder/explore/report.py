@@ -14,7 +14,7 @@ from patchorder.attention.embedding import METHODS
 from patchorder.attention.export import AttentionExport
 from patchorder.explore.packing import Packer
 from patchorder.explore.payload import REDUCE_MEANINGS, Options, build_payload
-from patchorder.explore.source import load_export
+from patchorder.explore.source import find_export, load_export, load_relevance
 
 ASSETS = Path(__file__).parent
 MARKER = re.compile(r"@@(TITLE|CSS|JS|DATA|BINARY)@@")
@@ -56,11 +56,22 @@ def _shell_bytes() -> int:
 def _load_side(sources: Source | Sequence[Source]) -> tuple[list[AttentionExport], str]:
     items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
     loaded = [load_export(item) for item in items]
-    exports = [export for export, _ in loaded]
-    first = exports[0]
-    where = loaded[0][1]
-    label = " · ".join(x for x in (first.model, first.ordering or "unknown ordering", where) if x)
-    return exports, label
+    return [export for export, _ in loaded], _label(loaded)
+
+
+def _side_relevance(sources: Source | Sequence[Source]) -> dict | None:
+    """The whole-model views beside the side's first export file (<tag>_relevance.npz), when there are any; an
+    export in memory names its file in extra["source"] (the callbacks set it)."""
+    first = (list(sources) if isinstance(sources, (list, tuple)) else [sources])[0]
+    if isinstance(first, AttentionExport):
+        source = first.extra.get("source")
+        return load_relevance(source) if source else None
+    return load_relevance(find_export(first))
+
+
+def _label(loaded: list) -> str:
+    first, where = loaded[0]
+    return " · ".join(x for x in (first.model, first.ordering or "unknown ordering", where) if x)
 
 
 @dataclass
@@ -120,14 +131,16 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
     if unknown or not methods:
         raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}; got {list(methods)}")
     sides = [_load_side(export_or_path)]
+    relevance = [_side_relevance(export_or_path)]
     if compare is not None:
         sides.append(_load_side(compare))
+        relevance.append(_side_relevance(compare))
     if metrics is not None and (compare is not None or len(sides[0][0]) != 1):
         raise ValueError("metrics can only be given for a single export without --compare")
     options = Options(methods=tuple(methods), seed=seed, encoding=encoding, floor=floor,
                       max_bytes=int(max_mb * 1e6), max_layout_points=int(max_layout_points),
                       metrics=list(metrics) if metrics is not None else None)
-    payload, packer = build_payload(sides, options, fixed_bytes=_shell_bytes())
+    payload, packer = build_payload(sides, options, fixed_bytes=_shell_bytes(), relevance=relevance)
     payload["methods"] = list(methods)
     payload["colormaps"] = _colormaps()
     payload["colour"] = {"scale": colour_scale, "log_floor": float(log_floor)}

@@ -7,6 +7,8 @@ from patchorder.attention import export as export_format
 from patchorder.attention.export import AttentionExport
 
 EXPORT_PATTERN = "attention*.npz"
+# Whole-model views written beside an export <tag>.npz (patchorder.attention.relevance.write_relevance).
+RELEVANCE_SUFFIX = "_relevance.npz"
 
 
 class ExplorerInputError(ValueError):
@@ -19,7 +21,7 @@ def find_export(path: str | Path) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        found = [p for p in path.rglob(EXPORT_PATTERN) if p.is_file()]
+        found = [p for p in path.rglob(EXPORT_PATTERN) if p.is_file() and not p.name.endswith(RELEVANCE_SUFFIX)]
         if not found:
             raise ExplorerInputError(
                 f"no attention export ({EXPORT_PATTERN}) under run directory {path}; train with the attention "
@@ -39,3 +41,26 @@ def load_export(source: AttentionExport | str | Path) -> tuple[AttentionExport, 
         raise ExplorerInputError(
             f"{npz} is not a readable patchorder attention export ({error}); pass a file written by "
             "patchorder.attention.export.save (the training callback and eval.py write them)") from error
+
+
+def relevance_path(npz: str | Path) -> Path:
+    """Where the whole-model views of export ``npz`` are: <tag>_relevance.npz beside <tag>.npz."""
+    npz = Path(npz)
+    return npz.with_name(npz.stem + RELEVANCE_SUFFIX)
+
+
+def load_relevance(npz: str | Path | None) -> dict | None:
+    """The arrays of the relevance file beside export ``npz`` (maps, curves, ERFs), or None when there is none.
+
+    Read with allow_pickle=False (a file from a user); what the explorer uses is checked in explore.payload."""
+    import numpy as np
+
+    path = relevance_path(npz) if npz is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files} | {"__source__": path.name}
+    except (ValueError, OSError) as error:
+        raise ExplorerInputError(f"{path} is not a readable relevance file ({error}); delete it or write it again "
+                                 "with eval.py attention.attribution=true") from error
