@@ -42,6 +42,8 @@ def store(config_dirs: list[str | Path] = ()) -> None:
 
     from patchorder.data import DATA_MODULES
 
+    if not any((Path(d) / GROUP).is_dir() for d in config_dirs):
+        return  # an app without a data group (the ordering study, whose `data` is a list of names) is left alone
     configs = ConfigStore.instance()
     for name, cls in DATA_MODULES.items():
         if not any((Path(d) / GROUP / f"{name}.yaml").is_file() for d in config_dirs):

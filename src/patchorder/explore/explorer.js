@@ -1088,7 +1088,7 @@
         <p class="overview-matrix-caption"></p><div class="overview-matrix"></div></details>
       <details class="relevance-view" open hidden><summary>Whole-model relevance</summary>
         <div class="views"><figure><canvas class="relevance"></canvas><figcaption class="relevance-caption"></figcaption></figure>
-          <div class="metrics faithfulness"><table></table></div></div>
+          <div class="faithfulness"><table></table></div></div>
         <p class="erf-caption"></p><div class="erf"></div></details>`;
     section.querySelector("h2").textContent = sideData.label;
     $("sides").appendChild(section);
