@@ -1,7 +1,7 @@
 // patchorder attention explorer: renders the data embedded by patchorder.explore.report into linked views.
 // Plain ES2020, no dependencies, nothing fetched: the page works from file:// and inside a W&B Html panel.
 //
-// Test hook (documented in patchorder/explore/__init__.py): window.explorer exposes the state, setters that
+// Test hook (documented in README.md's explorer section, checked by tests/test_explore_hooks.py): window.explorer exposes the state, setters that
 // act like the toolbar, and readers of what the page shows (heatmapValues, highlightedPatches, ...).
 "use strict";
 (function () {
