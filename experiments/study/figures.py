@@ -160,31 +160,46 @@ def similarity(similarity_table: dict[str, Any], orderings: list[str], path: Pat
     return _save(figure, path, dpi)
 
 
+def _panels(rows: int, columns: int, side: float):
+    """A rows x columns grid of tickless square panels: the figure and (i, j, axes) for each panel."""
+    figure, axes = plt.subplots(rows, columns, figsize=(side * columns, side * rows), squeeze=False)
+    cells = [(i, j, axes[i][j]) for i in range(rows) for j in range(columns)]
+    for _, _, ax in cells:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return figure, cells
+
+
+def _edge_labels(ax, i: int, j: int, column_title: str, row_label: str) -> None:
+    """The column's title on the top row, the row's label on the first column."""
+    if i == 0:
+        ax.set_title(column_title, fontsize=10)
+    if j == 0:
+        ax.set_ylabel(row_label, fontsize=10)
+
+
+def _log_image(ax, values: np.ndarray) -> None:
+    """Non-negative values on a log colour scale with a floor of 1e-3 of their maximum."""
+    top = float(values.max())
+    ax.imshow(np.maximum(values, top * 1e-3), cmap="inferno", norm=LogNorm(top * 1e-3, top), interpolation="nearest")
+
+
 def attention_maps(maps: dict[tuple[str, int], np.ndarray | None], orderings: list[str], stages: list[int],
                    path: Path, dpi: int) -> Path | None:
     """Average attention matrix per ordering (rows) and stage (columns), query x key patches in raster order."""
     if not any(m is not None for m in maps.values()):
         return None
-    figure, axes = plt.subplots(len(orderings), len(stages), figsize=(2.6 * len(stages), 2.6 * len(orderings)),
-                                squeeze=False)
-    for i, ordering in enumerate(orderings):
-        for j, stage in enumerate(stages):
-            ax = axes[i][j]
-            matrix = maps.get((ordering, stage))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if matrix is None:
-                ax.set_axis_off()
-                continue
-            values = np.abs(matrix)
-            top = values.max()
-            if top > 0:
-                ax.imshow(np.maximum(values, top * 1e-3), cmap="inferno", norm=LogNorm(top * 1e-3, top),
-                          interpolation="nearest")
-            if i == 0:
-                ax.set_title(f"stage {stage}", fontsize=10)
-            if j == 0:
-                ax.set_ylabel(ordering, fontsize=10)
+    figure, cells = _panels(len(orderings), len(stages), 2.6)
+    for i, j, ax in cells:
+        ordering, stage = orderings[i], stages[j]
+        matrix = maps.get((ordering, stage))
+        if matrix is None:
+            ax.set_axis_off()
+            continue
+        values = np.abs(matrix)
+        if values.max() > 0:
+            _log_image(ax, values)
+        _edge_labels(ax, i, j, f"stage {stage}", ordering)
     figure.suptitle("mean |attention| (query rows x key columns, raster order; log scale, floor 1e-3 of max)",
                     fontsize=9)
     return _save(figure, path, dpi)
@@ -196,23 +211,16 @@ def embeddings(points: dict[tuple[str, str], dict[str, Any]], orderings: list[st
     the ordering's sequence; rows = orderings, columns = blocks."""
     if not points:
         return None
-    figure, axes = plt.subplots(len(orderings), len(blocks), figsize=(2.4 * len(blocks), 2.4 * len(orderings)),
-                                squeeze=False)
-    for i, ordering in enumerate(orderings):
-        for j, key in enumerate(blocks):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            entry = points.get((ordering, key))
-            if entry is None:
-                ax.set_axis_off()
-                continue
-            coords = np.asarray(entry["coords"])
-            ax.scatter(coords[:, 0], coords[:, 1], c=entry["seq_pos"], cmap="viridis", s=6)
-            if i == 0:
-                ax.set_title(key, fontsize=10)
-            if j == 0:
-                ax.set_ylabel(ordering, fontsize=10)
+    figure, cells = _panels(len(orderings), len(blocks), 2.4)
+    for i, j, ax in cells:
+        ordering, key = orderings[i], blocks[j]
+        entry = points.get((ordering, key))
+        if entry is None:
+            ax.set_axis_off()
+            continue
+        coords = np.asarray(entry["coords"])
+        ax.scatter(coords[:, 0], coords[:, 1], c=entry["seq_pos"], cmap="viridis", s=6)
+        _edge_labels(ax, i, j, key, ordering)
     figure.suptitle(f"PCA of patch attention rows (seed {seed}); colour = position in the sequence (dark = early)",
                     fontsize=9)
     return _save(figure, path, dpi)
@@ -225,23 +233,15 @@ def erf(maps: dict[tuple[str, int], np.ndarray], ordering: str, path: Path, dpi:
         return None
     stages = sorted({stage for _, stage in maps})
     rows = [when for when in ("before", "after") if any((when, s) in maps for s in stages)]
-    figure, axes = plt.subplots(len(rows), len(stages), figsize=(2.6 * len(stages), 2.6 * len(rows)), squeeze=False)
-    for i, when in enumerate(rows):
-        for j, stage in enumerate(stages):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            values = maps.get((when, stage))
-            if values is None or float(values.max()) <= 0:
-                ax.set_axis_off()
-                continue
-            top = float(values.max())
-            ax.imshow(np.maximum(values, top * 1e-3), cmap="inferno", norm=LogNorm(top * 1e-3, top),
-                      interpolation="nearest")
-            if i == 0:
-                ax.set_title(f"stage {stage}", fontsize=10)
-            if j == 0:
-                ax.set_ylabel(f"{when} training", fontsize=10)
+    figure, cells = _panels(len(rows), len(stages), 2.6)
+    for i, j, ax in cells:
+        when, stage = rows[i], stages[j]
+        values = maps.get((when, stage))
+        if values is None or float(values.max()) <= 0:
+            ax.set_axis_off()
+            continue
+        _log_image(ax, values)
+        _edge_labels(ax, i, j, f"stage {stage}", f"{when} training")
     figure.suptitle(f"{ordering}: effective receptive field of the centre patch (input pixels; each map / its max, "
                     "mean over seeds, log scale)", fontsize=9)
     return _save(figure, path, dpi)
