@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the `study` package (experiments/study)
 
-from study.relevance import MAPS, checkpoint_relevance  # noqa: E402
+from study.relevance import MAPS, checkpoint_relevance, winners  # noqa: E402
 
 
 def checkpoint_of(path: Path) -> Path:
@@ -47,9 +47,9 @@ def per_ordering(rows: list[dict]) -> dict[str, dict]:
             cells = [next(x for x in r["faithfulness"] if x["map"] == name) for r in mine]
             maps[name] = {key: statistics.fmean(c[key] for c in cells) for key in ("deletion_auc", "insertion_auc")}
             maps[name]["n"] = len(cells)
+        best_deletion, best_insertion = winners({m: (c["deletion_auc"], c["insertion_auc"]) for m, c in maps.items()})
         out[ordering] = {"maps": maps, "checkpoints": [r["checkpoint"] for r in mine],
-                         "best_deletion": min(maps, key=lambda m: maps[m]["deletion_auc"]),
-                         "best_insertion": max(maps, key=lambda m: maps[m]["insertion_auc"])}
+                         "best_deletion": best_deletion, "best_insertion": best_insertion}
     return out
 
 

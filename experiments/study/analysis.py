@@ -14,6 +14,7 @@ from patchorder.attention import AttentionExport, block_similarity_matrix, compa
 from patchorder.attention import scalar_metrics, stage_summary
 
 from study.collect import Evaluation, Run
+from study.relevance import winners
 
 ACCURACY_KEYS = ("test_acc1", "test_acc5", "best_val_acc1")
 
@@ -190,12 +191,10 @@ def relevance_table(rows: list[dict[str, Any]], orderings: list[str]) -> dict[st
             erf.append({"stage": stage, **{when: {key: spread((e[when] or {}).get(key) for e in entries)
                                                   for key in ("sum", "area_50", "area_90")}
                                            for when in ("before", "after")}})
-        table[ordering] = {
-            "seeds": [r["seed"] for r in mine], "faithfulness": faith,
-            "best_deletion": min(faith, key=lambda f: f["deletion_auc"]["mean"])["map"],
-            "best_insertion": max(faith, key=lambda f: f["insertion_auc"]["mean"])["map"],
-            "erf": erf,
-        }
+        best_deletion, best_insertion = winners({f["map"]: (f["deletion_auc"]["mean"], f["insertion_auc"]["mean"])
+                                                 for f in faith})
+        table[ordering] = {"seeds": [r["seed"] for r in mine], "faithfulness": faith,
+                           "best_deletion": best_deletion, "best_insertion": best_insertion, "erf": erf}
     return table
 
 

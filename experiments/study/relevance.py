@@ -56,6 +56,12 @@ def load_models(ckpt_path: str | Path, seed: int | None = None, datamodules: dic
     return trained.eval(), None if untrained is None else untrained.eval(), datamodule, hparams
 
 
+def winners(aucs: dict[str, tuple[float, float]]) -> tuple[str, str]:
+    """Of {map: (deletion AUC, insertion AUC)}: the map that deletes fastest (lowest) and the one that inserts
+    fastest (highest); on a tie the first listed."""
+    return min(aucs, key=lambda m: aucs[m][0]), max(aucs, key=lambda m: aucs[m][1])
+
+
 def erf_summary(erf: np.ndarray) -> dict[str, float]:
     from patchorder.attention.relevance import mass_fraction_area
 
@@ -93,11 +99,11 @@ def checkpoint_relevance(ckpt_path: str | Path, seed: int | None, num_images: in
         erf_rows.append(entry)
     maps = {key.replace("erf_stage", "erf_after_stage"): value for key, value in maps.items()}
     table = views["faithfulness"]
+    best_deletion, best_insertion = winners({r["map"]: (r["deletion_auc"], r["insertion_auc"]) for r in table})
     summary = {
         "checkpoint": str(ckpt_path), "ordering_label": ordering_label(hparams["ordering"]), "images": views["images"], "steps": steps, "split": "val",
         "faithfulness": table,
-        "best_deletion": min(table, key=lambda r: r["deletion_auc"])["map"],
-        "best_insertion": max(table, key=lambda r: r["insertion_auc"])["map"],
+        "best_deletion": best_deletion, "best_insertion": best_insertion,
         "erf": erf_rows, "seconds": round(time.perf_counter() - started, 3),
     }
     return summary, maps
