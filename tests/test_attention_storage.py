@@ -57,6 +57,33 @@ def test_log8_npz_is_within_its_bound_and_loads_as_stored(tmp_path):
     assert stored(export, np.float32) is export
 
 
+def test_threads_change_nothing_in_codes_values_or_metrics(tmp_path):
+    """Quantising, decoding and the row metrics run a few matrices at a time on threads; every result must be
+    bit for bit what one thread computes (each matrix is done whole by one thread)."""
+    rng = np.random.default_rng(5)
+    routes = np.arange(64)[None]
+    export = AttentionExport([BlockAttention(0, 0, (8, 8), "row_major",
+                                             rng.lognormal(-4, 3, (6, 64, 64)).astype(np.float32), routes)],
+                             rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), model="synthetic", ordering="row_major")
+    threads = torch.get_num_threads()
+
+    def everything(count: int, name: str):
+        torch.set_num_threads(count)
+        try:
+            codes = log8_codes(export)["s0b0"]
+            back = load(save(tmp_path / f"{name}.npz", export, dtype="log8")).blocks[0].attn
+            return codes, stored(export, "log8", {"s0b0": codes}).blocks[0].attn, back, metrics_table(stored(export, "log8"))
+        finally:
+            torch.set_num_threads(threads)
+
+    one, four = everything(1, "one"), everything(4, "four")
+    for a, b in zip(one[0] + one[1:3], four[0] + four[1:3]):
+        np.testing.assert_array_equal(a, b)
+    assert one[3] == four[3]
+    # and they are the single-matrix functions applied to each matrix
+    np.testing.assert_array_equal(one[0][0], np.stack([quantise_log8(m, LOG8_FLOOR)[0] for m in export.blocks[0].attn]))
+
+
 def test_log8_npz_is_a_quarter_of_float32_or_less(tmp_path):
     rng = np.random.default_rng(4)
     attn = rng.lognormal(-4, 3, (2, 1024, 1024)).astype(np.float32)  # a 32x32 grid: row scales cost little

@@ -6,6 +6,8 @@ embeddings, pictures, the .npz and the report. Random-init weights (nothing can 
 Printed: wall and CPU time per phase and in all, peak RSS, the files' sizes, and ratios against references
 measured in the same run: the model's forward pass on the probe batch (time) and the same export saved as float32
 (size, what the callback wrote before npz_dtype=log8). Targets: <= 60 s and <= 150 MB on a 2-core CPU.
+The probe images are crops of the two photographs bundled with scikit-learn (nothing is downloaded), normalised as
+ImageNet images are; ``--images noise`` uses Gaussian noise instead, the worst case for every compressed file.
 On a shared machine run it with nice, once; wall time then depends on the other jobs, CPU time much less.
 
     nice -n 15 python experiments/benchmarks/bench_attention_run.py
@@ -53,6 +55,26 @@ def callback_settings() -> dict:
     return {k: v for k, v in conf["attention"].items() if k not in own}
 
 
+def photo_crops(count: int, size: int) -> torch.Tensor:
+    """``count`` square crops of the photographs (alternating between them; smaller and further right as they go),
+    resized to ``size`` and normalised with the ImageNet mean and std: (count, 3, size, size)."""
+    from sklearn.datasets import load_sample_images
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    photos = [torch.from_numpy(np.array(p)).permute(2, 0, 1).float() / 255 for p in load_sample_images().images]
+    steps = max(1, -(-count // len(photos)) - 1)
+    crops = []
+    for i in range(count):
+        photo, k = photos[i % len(photos)], i // len(photos)
+        height, width = photo.shape[1:]
+        side = round(min(height, width) * (1 - 0.5 * k / steps))
+        top, left = (height - side) * (k % 2), (width - side) * k // steps
+        crop = photo[None, :, top:top + side, left:left + side]
+        crops.append(torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True)[0])
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
+    return (torch.stack(crops) - mean) / std
+
+
 def folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
@@ -63,6 +85,7 @@ def main() -> None:
     parser.add_argument("--stages", type=int, nargs="+", default=None, help="default: every stage")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--images", choices=("photos", "noise"), default="photos")
     args = parser.parse_args()
 
     import timm
@@ -74,7 +97,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = timm.create_model("vmamba_tiny_s1l8", num_classes=10).eval()
-    images = torch.randn(args.num_images, 3, args.image_size, args.image_size, generator=torch.Generator().manual_seed(1))
+    images = (photo_crops(args.num_images, args.image_size) if args.images == "photos" else
+              torch.randn(args.num_images, 3, args.image_size, args.image_size, generator=torch.Generator().manual_seed(1)))
     labels = torch.arange(args.num_images) % 10
     options = AttentionOptions(**{**callback_settings(), "stages": args.stages, "num_images": args.num_images})
 
@@ -93,7 +117,7 @@ def main() -> None:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
     blocks = len(export.blocks)
-    print(f"vmamba_tiny_s1l8 at {args.image_size} px, {args.num_images} probe images, {blocks} blocks "
+    print(f"vmamba_tiny_s1l8 at {args.image_size} px, {args.num_images} probe images ({args.images}), {blocks} blocks "
           f"(stages {args.stages or 'all'}), torch threads {args.threads}; options: npz_dtype {options.npz_dtype}, "
           f"methods {options.methods}, report_methods {options.report_methods}")
     for name, wall, cpu in clock.rows:

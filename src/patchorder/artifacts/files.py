@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,26 +71,18 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
     codes = log8_codes(export) if dtype == "log8" else None  # once, for the stored values and the file
     export = stored(export, dtype, codes)
     lap("storage_rounding")
-    with progress_bar(4 if report else 3, f"attention: {tag}") as bar:
+    paths: dict[str, Any] = {"npz": out_dir / f"{tag}.npz"}
+    # The files are deflated on a second thread (zlib and PNG encoding release the GIL) while this one renders
+    # and builds the explorer, which mostly run on one core.
+    with ThreadPoolExecutor(1) as writer, progress_bar(4 if report else 3, f"attention: {tag}") as bar:
+        npz = writer.submit(_timed, phases, "npz", save, paths["npz"], export, dtype=dtype, codes=codes)
         bar.set_postfix_str("pictures, metrics, embeddings")
         parts: dict[str, float] = {}
         rendered = render_attention(export, options, seconds=parts)
         phases.update({k: round(v, 3) for k, v in parts.items()})
+        bar.update()
+        pictures = writer.submit(_timed, phases, "png_csv", _write_pictures, out_dir, tag, rendered)
         clock = time.perf_counter()
-        bar.update()
-        bar.set_postfix_str(".npz")
-        paths: dict[str, Any] = {"npz": save(out_dir / f"{tag}.npz", export, dtype=dtype, codes=codes)}
-        lap("npz")
-        bar.update()
-        bar.set_postfix_str("png, csv")
-        image_dir = out_dir / f"{tag}_images"
-        image_dir.mkdir(exist_ok=True)
-        paths["images"] = {key: write_png(image_dir / picture_filename(key), [p for p, _ in items])
-                           for key, items in rendered.pictures.items()}
-        if rendered.embeddings:
-            paths["embeddings"] = _write_embeddings_csv(out_dir / f"{tag}_embeddings.csv", rendered.embeddings)
-        lap("png_csv")
-        bar.update()
         if report:
             from dataclasses import replace
 
@@ -103,6 +96,12 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
                                            log_floor=options.log_floor)
             lap("explorer")
             bar.update()
+        bar.set_postfix_str(".npz, png, csv")
+        npz.result()
+        bar.update()
+        paths.update(pictures.result())
+        lap("files_wait")  # what the two file jobs took beyond the work above
+        bar.update()
     seconds = time.perf_counter() - started
     document = {
         "tag": tag, **(meta or {}), "model": export.model, "ordering": export.ordering, "scheme": export.scheme,
@@ -114,6 +113,25 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
     paths["metrics"] = out_dir / f"{tag}_metrics.json"
     paths["metrics"].write_text(json.dumps(document, indent=2) + "\n")
     return WrittenAttention(paths, rendered, seconds, phases)
+
+
+def _timed(phases: dict[str, float], name: str, work, *args, **kwargs):
+    """``work(*args, **kwargs)``, its wall seconds recorded as ``phases[name]``."""
+    started = time.perf_counter()
+    out = work(*args, **kwargs)
+    phases[name] = round(time.perf_counter() - started, 3)
+    return out
+
+
+def _write_pictures(out_dir: Path, tag: str, rendered: RenderedAttention) -> dict[str, Any]:
+    """The PNGs and the embeddings CSV; returns their paths (keys "images" and, with embeddings, "embeddings")."""
+    image_dir = out_dir / f"{tag}_images"
+    image_dir.mkdir(exist_ok=True)
+    paths = {"images": {key: write_png(image_dir / picture_filename(key), [p for p, _ in items])
+                        for key, items in rendered.pictures.items()}}
+    if rendered.embeddings:
+        paths["embeddings"] = _write_embeddings_csv(out_dir / f"{tag}_embeddings.csv", rendered.embeddings)
+    return paths
 
 
 def _write_embeddings_csv(path: Path, tables: dict[str, EmbeddingTable]) -> Path:

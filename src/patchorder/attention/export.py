@@ -24,6 +24,7 @@ import numpy as np
 from patchorder.attention.log8 import (
     dequantise_log8, difference_codes, differences_pay, quantise_log8, undo_difference_codes,
 )
+from patchorder.attention.parallel import each_matrix
 
 FORMAT = "patchorder.attention/1"
 
@@ -103,13 +104,29 @@ def _log8_able(attn: np.ndarray) -> bool:
 
 
 def _log8_encode(attn: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Codes and row scales, one (L, L) matrix at a time (the float64 work array stays O(L^2))."""
+    """Codes and row scales, one (L, L) matrix at a time (the float64 work array stays O(L^2) per thread)."""
     matrices = attn.reshape(-1, *attn.shape[-2:])
     codes = np.empty(matrices.shape, np.uint8)
     scales = np.empty(matrices.shape[:-1], np.float32)
-    for i, matrix in enumerate(matrices):
-        codes[i], scales[i] = quantise_log8(matrix, floor)
+
+    def encode(i: int) -> None:
+        codes[i], scales[i] = quantise_log8(matrices[i], floor)
+
+    each_matrix(encode, len(matrices))
     return codes.reshape(attn.shape), scales.reshape(attn.shape[:-1])
+
+
+def _log8_decode(codes: np.ndarray, scales: np.ndarray, floor: float) -> np.ndarray:
+    """:func:`dequantise_log8` one (L, L) matrix at a time (its float64 temporaries stay O(L^2) per thread)."""
+    matrices = codes.reshape(-1, *codes.shape[-2:])
+    rows = scales.reshape(-1, scales.shape[-1])
+    out = np.empty(matrices.shape, np.float32)
+
+    def decode(i: int) -> None:
+        out[i] = dequantise_log8(matrices[i], rows[i], floor)
+
+    each_matrix(decode, len(matrices))
+    return out.reshape(codes.shape)
 
 
 def log8_codes(export: AttentionExport) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -131,7 +148,7 @@ def stored(export: AttentionExport, dtype=np.float32,
 
     def values(b: BlockAttention) -> np.ndarray:
         if dtype == "log8" and b.key in codes:
-            return dequantise_log8(*codes[b.key], LOG8_FLOOR)
+            return _log8_decode(*codes[b.key], LOG8_FLOOR)
         as_float = np.float16 if dtype == "log8" else dtype  # signed blocks: float16 under log8
         return np.asarray(b.attn, dtype=as_float).astype(np.float32)
 
@@ -242,5 +259,5 @@ def _read_attn(data, block_meta: dict) -> np.ndarray:
         codes = data[f"{key}/attn_{encoding}"]
         if encoding == "log8_diff":
             codes = undo_difference_codes(codes)
-        return dequantise_log8(codes, data[f"{key}/attn_scale"], float(block_meta["floor"]))
+        return _log8_decode(codes, data[f"{key}/attn_scale"], float(block_meta["floor"]))
     return data[f"{key}/attn"].astype(np.float32)

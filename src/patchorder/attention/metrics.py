@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from patchorder.attention.export import AttentionExport, BlockAttention
+from patchorder.attention.parallel import each_matrix
 
 SIMILARITIES = ("cosine", "pearson")
 
@@ -53,15 +54,19 @@ def _matrices(attn: np.ndarray, grid: Sequence[int]) -> np.ndarray:
 def _row_values(attn: np.ndarray, grid: Sequence[int], kernel: np.ndarray) -> np.ndarray:
     """(M, L): sum_k w[q, k] kernel[q, k] with w = |row| / row mass, per matrix and query; NaN for rows without mass.
 
-    One matrix at a time in float64, so memory stays O(L^2) whatever the number of images.
+    One matrix at a time (a few on threads) in float64, so memory stays O(L^2) whatever the number of images.
     """
-    out = []
-    for matrix in _matrices(attn, grid):
-        w = np.abs(matrix.astype(np.float64))
+    matrices = _matrices(attn, grid)
+    out = np.empty(matrices.shape[:2])
+
+    def row_values(i: int) -> None:
+        w = np.abs(matrices[i].astype(np.float64))
         mass = w.sum(axis=1)
         value = np.einsum("qk,qk->q", w, kernel)
-        out.append(np.where(mass > 0, value / np.where(mass > 0, mass, 1.0), np.nan))
-    return np.stack(out)
+        out[i] = np.where(mass > 0, value / np.where(mass > 0, mass, 1.0), np.nan)
+
+    each_matrix(row_values, len(matrices))
+    return out
 
 
 def _mean_over_rows(values: np.ndarray) -> float:
