@@ -23,7 +23,7 @@ from patchorder.artifacts.pictures import strip
 from patchorder.artifacts.compute import progress_bar
 from patchorder.artifacts.options import NPZ_DTYPES, AttentionOptions
 from patchorder.artifacts.render import EmbeddingTable, RenderedAttention, render_attention
-from patchorder.attention import AttentionExport, save
+from patchorder.attention import AttentionExport, EmbeddingCache, save
 from patchorder.attention.export import log8_codes, stored
 
 CSV_COLUMNS = ["mode", "stage", "block", "image", "label", "class_name", "patch", "row", "col", "seq_pos",
@@ -73,7 +73,8 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
     with progress_bar(4 if report else 3, f"attention: {tag}") as bar:
         bar.set_postfix_str("pictures, metrics, embeddings")
         parts: dict[str, float] = {}
-        rendered = render_attention(export, options, seconds=parts)
+        cache = EmbeddingCache()  # the explorer reuses these embeddings' projections
+        rendered = render_attention(export, options, seconds=parts, cache=cache)
         phases.update({k: round(v, 3) for k, v in parts.items()})
         clock = time.perf_counter()
         bar.update()
@@ -100,7 +101,7 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
             source = replace(export, extra={**export.extra, "source": str(paths["npz"])})
             paths["report"] = build_report(source, out_dir / f"{tag}.html", methods=options.report_methods,
                                            seed=options.seed, metrics=rendered.metrics, colour_scale=options.scale,
-                                           log_floor=options.log_floor)
+                                           log_floor=options.log_floor, codes=codes, embedding_cache=cache)
             lap("explorer")
             bar.update()
     seconds = time.perf_counter() - started
