@@ -170,7 +170,7 @@ def test_a_cache_computes_each_projection_once_and_changes_nothing(monkeypatch):
 
 def test_without_a_cache_one_projection_serves_every_method(monkeypatch):
     export = two_pattern_export(images=8)
-    gram_calls, row_calls = counting(monkeypatch, "_components_from_gram"), counting(monkeypatch, "_components_from_rows")
+    gram_calls, row_calls = (counting(monkeypatch, name) for name in ("_components_from_gram", "_components_from_rows"))
     block_embeddings(export, 0, ("pca", "tsne"))
     patch_embeddings(export, 0, 0, ("pca", "tsne"))
     assert (len(gram_calls), len(row_calls)) == (1, 1)

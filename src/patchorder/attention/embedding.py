@@ -69,8 +69,8 @@ def _check_methods(methods: str | Iterable[str]) -> list[str]:
 
 
 def _gram(vectors: list[np.ndarray], buffer_values: int = 1 << 20) -> np.ndarray:
-    """X X^T of the flattened vectors in float64, accumulated over feature chunks that fit a small reused buffer
-    (about 8 MB: never stacks X; stacking stage 0's float32 matrices as float64 copied ~1.25 GB and took ~15x longer)."""
+    """X X^T of the flattened vectors in float64, accumulated over feature chunks through one small buffer (8 MB):
+    never stacks X (stacking VMamba-T's stage-0 chunks as float64 copied ~1.25 GB and took ~13x longer)."""
     flat = [np.ravel(v) for v in vectors]  # views of contiguous matrices; a copy only for a non-contiguous one
     size = flat[0].size
     chunk = max(1, min(size, buffer_values // len(flat)))
@@ -133,7 +133,8 @@ def _layout(components: np.ndarray, method: str, seed: int) -> tuple[np.ndarray,
 
 
 def _layouts(kind: str, stage: int, block: int | None, components: Callable[[], np.ndarray], methods: list[str],
-             seed: int, sources: Sequence[np.ndarray], cache: EmbeddingCache | None) -> dict[str, tuple[np.ndarray, str]]:
+             seed: int, sources: Sequence[np.ndarray],
+             cache: EmbeddingCache | None) -> dict[str, tuple[np.ndarray, str]]:
     """(coords, note) per method, from one projection (computed by ``components`` when neither it nor the layout
     is in ``cache``); ``sources``: the attention arrays they are computed from."""
     cache = EmbeddingCache() if cache is None else cache  # without one, still one projection for every method
