@@ -20,9 +20,10 @@ from patchorder.attention.export import AttentionExport
 
 METHODS = ("pca", "tsne", "umap")
 MAX_COMPONENTS = 50
-# Up to this many points exact t-SNE (no approximation) costs about what Barnes-Hut does (~0.1 s either way);
-# above it Barnes-Hut is ~2x faster (sklearn on a 2-core CPU, median of 5: 100 points 0.35 vs 0.16 s on 1 thread,
-# 0.39 vs 0.22 s on 2; 196 points 0.90 vs 0.43 s on 2; experiments/benchmarks/bench_tsne_methods.py).
+# Up to this many points exact t-SNE (no approximation) costs about what Barnes-Hut does (0.1-0.2 s, either may
+# win); above it Barnes-Hut is 1.5-2.5x faster. sklearn, shared 2-core CPU, median of 5, 1 / 2 OpenMP threads:
+# 49-64 points exact 0.11-0.19 s, Barnes-Hut 0.09-0.20 s; 100 points 0.39 vs 0.18 / 0.38 vs 0.25 s; 196 points
+# 0.93 vs 0.39 / 0.96 vs 0.39 s (experiments/benchmarks/bench_tsne_methods.py).
 EXACT_TSNE_POINTS = 64
 MIN_POINTS_NONLINEAR = 5  # t-SNE and UMAP need a neighbourhood; with fewer points PCA is returned (noted)
 
