@@ -100,3 +100,77 @@ def test_too_few_points_fall_back_to_pca_with_a_note_and_bad_requests_fail():
         block_embeddings(export, 3)
     with pytest.raises(KeyError, match="no attention for stage 0 block 9"):
         patch_embeddings(export, 0, 9)
+
+
+# ---------- the Gram matrix and the projection cache ----------
+
+def test_gram_is_the_float64_product_also_for_large_signed_and_strided_inputs():
+    from patchorder.attention.embedding import _gram
+
+    rng = np.random.default_rng(5)
+    vectors = [(rng.normal(size=(37, 41)) * 10.0 ** rng.integers(-30, 30)).astype(np.float32) for _ in range(5)]
+    vectors.append((rng.lognormal(0, 1, (41, 37)) * 1e30).astype(np.float32).T)  # non-contiguous; float32 x^2 overflows
+    X = np.stack([v.reshape(-1) for v in vectors]).astype(np.float64)
+    truth = X @ X.T
+    bound = np.outer(*(2 * [np.linalg.norm(X, axis=1)]))  # |x_i . x_j| <= |x_i| |x_j|
+    for buffer_values in (1 << 20, 64, 7 * len(vectors)):  # one chunk; chunks of 10 features; of 7 (a remainder)
+        gram = _gram(vectors, buffer_values=buffer_values)
+        assert gram.dtype == np.float64 and np.isfinite(gram).all()
+        assert np.all(np.abs(gram - truth) <= 1e-13 * bound), buffer_values
+
+
+def counting(monkeypatch, name):
+    """Replace patchorder.attention.embedding.<name> by a wrapper that counts its calls."""
+    from patchorder.attention import embedding
+
+    calls = []
+    original = getattr(embedding, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(embedding, name, wrapper)
+    return calls
+
+
+def assert_same_embeddings(a, b):
+    assert a.keys() == b.keys()
+    for method in a:
+        np.testing.assert_array_equal(a[method].coords, b[method].coords)
+        assert (a[method].points, a[method].note, a[method].kind) == (b[method].points, b[method].note, b[method].kind)
+
+
+def test_a_cache_computes_each_projection_once_and_changes_nothing(monkeypatch):
+    from dataclasses import replace
+
+    from patchorder.attention.embedding import EmbeddingCache
+
+    export = two_pattern_export(images=8)
+    plain_blocks = block_embeddings(export, 0, ("pca", "tsne"), seed=1)
+    plain_patches = patch_embeddings(export, 0, 1, ("pca", "tsne"), seed=1)
+    gram_calls, row_calls, layout_calls = (counting(monkeypatch, n) for n in
+                                           ("_components_from_gram", "_components_from_rows", "_layout"))
+    cache = EmbeddingCache()
+    assert_same_embeddings(block_embeddings(export, 0, "pca", seed=1, cache=cache), {"pca": plain_blocks["pca"]})
+    assert_same_embeddings(block_embeddings(export, 0, ("pca", "tsne"), seed=1, cache=cache), plain_blocks)
+    assert_same_embeddings(patch_embeddings(export, 0, 1, "pca", seed=1, cache=cache), {"pca": plain_patches["pca"]})
+    assert_same_embeddings(patch_embeddings(export, 0, 1, ("pca", "tsne"), seed=1, cache=cache), plain_patches)
+    assert (len(gram_calls), len(row_calls), len(layout_calls)) == (1, 1, 4)  # pca once, tsne once, per kind
+    # another export with the same shapes and keys (its coordinates are twice these), or another seed: computed
+    # afresh, never taken from the cache
+    other = replace(export, blocks=[replace(b, attn=2 * b.attn) for b in export.blocks])
+    assert_same_embeddings(patch_embeddings(other, 0, 1, "pca", seed=1, cache=cache),
+                           patch_embeddings(other, 0, 1, "pca", seed=1))
+    assert_same_embeddings(block_embeddings(other, 0, "pca", seed=1, cache=cache),
+                           block_embeddings(other, 0, "pca", seed=1))
+    patch_embeddings(export, 0, 1, "pca", seed=2, cache=cache)
+    assert (len(gram_calls), len(row_calls)) == (3, 4)  # + other's (with and without cache), + seed 2
+
+
+def test_without_a_cache_one_projection_serves_every_method(monkeypatch):
+    export = two_pattern_export(images=8)
+    gram_calls, row_calls = (counting(monkeypatch, name) for name in ("_components_from_gram", "_components_from_rows"))
+    block_embeddings(export, 0, ("pca", "tsne"))
+    patch_embeddings(export, 0, 0, ("pca", "tsne"))
+    assert (len(gram_calls), len(row_calls)) == (1, 1)

@@ -106,6 +106,36 @@ def test_files_describe_the_stored_values(tmp_path):
     # computed from the stored values, not the float32 ones
 
 
+def test_the_explorer_reuses_the_files_work_and_is_what_it_would_be_alone(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from test_attention_embedding import counting
+    from test_explore_data import quantised_values
+
+    from patchorder.artifacts.files import _write_embeddings_csv
+    from patchorder.artifacts.render import render_attention
+    from patchorder.explore import build_report
+
+    export = wide_range_export()  # s0b0 merged, s0b1 routes apart, s1b0 signed (float16)
+    options = AttentionOptions(num_images=3, npz_dtype="log8", methods=["pca", "tsne"], query_patches=["centre"])
+    rows, grams, quantised = (counting(monkeypatch, "_components_from_rows"),
+                              counting(monkeypatch, "_components_from_gram"), quantised_values(monkeypatch))
+    result = write_attention_artifacts(export, tmp_path / "a", "attention_final", options, report=True)
+    assert (len(rows), len(grams)) == (3, 2)  # one projection per block and per stage, for the files and the explorer
+    # quantised again: the image means (s0b0; s0b1 merged and per route) and s0b1's per-image sums of its routes;
+    # its per-route per-image matrices are the .npz's codes
+    L2 = 16 * 16
+    assert sum(quantised) == L2 + (L2 + 2 * L2 + 3 * L2)
+    # the same files computed from the stored values without reusing anything
+    shown = stored(export, "log8")
+    source = replace(shown, extra={**shown.extra, "source": str(result.paths["npz"])})
+    alone = build_report(source, tmp_path / "alone.html", methods=options.report_methods, seed=options.seed,
+                         metrics=result.rendered.metrics, colour_scale=options.scale, log_floor=options.log_floor)
+    assert alone.read_text(encoding="utf-8") == result.paths["report"].read_text(encoding="utf-8")
+    csv = _write_embeddings_csv(tmp_path / "alone.csv", render_attention(shown, options).embeddings)
+    assert csv.read_text() == result.paths["embeddings"].read_text()
+
+
 def test_the_last_epoch_is_written_once_as_attention_final(tmp_path):
     torch.manual_seed(0)
     module = SimpleNamespace(model=timm.create_model("vmamba_micro", num_classes=10).eval())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import orderings
-from patchorder.attention.export import AttentionExport, BlockAttention, save
+from patchorder.attention.export import AttentionExport, BlockAttention, log8_codes, save, stored
 from patchorder.explore import ExplorerInputError, build_report, find_export, to_wandb_html
 from patchorder.explore.__main__ import main as cli_main
 from patchorder.explore.packing import (Packer, decode_matrix, dequantise_log8, encode_matrix, log8_relative_error,
@@ -185,6 +185,46 @@ def test_tight_budget_keeps_the_file_small_and_names_what_it_left_out(tmp_path):
     assert any("per-image matrices of route" in o for o in omitted)
     blocks = payload["sides"][0]["variants"][0]["blocks"]
     assert all(b["views"]["merged"]["mean"] is not None for b in blocks)  # always stored
+
+
+# ---------- work already done, reused ----------
+
+def quantised_values(monkeypatch) -> list[int]:
+    """How many values the report quantises (patchorder.explore.packing.quantise_log8 as encode_matrix calls it)."""
+    from patchorder.explore import packing
+
+    counted = []
+    original = packing.quantise_log8
+
+    def counting(values, floor):
+        counted.append(int(np.size(values)))
+        return original(values, floor)
+
+    monkeypatch.setattr(packing, "quantise_log8", counting)
+    return counted
+
+
+@pytest.mark.parametrize("per_route", [False, True])
+def test_the_exports_own_log8_codes_are_stored_as_they_are_and_change_nothing(tmp_path, monkeypatch, per_route):
+    export = synthetic_export(grids=((8, 8), (4, 4)), depths=(1, 2), images=2, per_route=per_route)
+    codes = log8_codes(export)
+    shown = stored(export, "log8", codes)  # what write_attention_artifacts hands the explorer, with these codes
+    counted = quantised_values(monkeypatch)
+
+    def report(name, **options):
+        counted.clear()
+        path = build_report(shown, tmp_path / name, methods=("pca",), max_mb=50, **options)
+        return path.read_text(encoding="utf-8"), sum(counted)
+
+    plain, everything = report("plain.html")
+    assert embedded_payload(tmp_path / "plain.html")[0]["omitted"] == []  # every per-image view is in the file
+    size = {b.key: b.attn.size for b in shown.blocks}
+    # the per-image matrices (per route when kept apart) are the codes as given; image means are still quantised
+    assert report("reused.html", codes=codes) == (plain, everything - sum(size.values()))
+    # codes of another block (same shapes) or of another floor are not used: the file is still the same
+    swapped = {**codes, "s1b0": codes["s1b1"], "s1b1": codes["s1b0"]}
+    assert report("swapped.html", codes=swapped) == (plain, everything - size["s0b0"])
+    assert report("floor.html", codes=codes, floor=1e-3) == report("floor_plain.html", floor=1e-3)
 
 
 # ---------- command line ----------

@@ -24,7 +24,7 @@ from patchorder.artifacts.pictures import strip
 from patchorder.artifacts.compute import progress_bar
 from patchorder.artifacts.options import NPZ_DTYPES, AttentionOptions
 from patchorder.artifacts.render import EmbeddingTable, RenderedAttention, render_attention
-from patchorder.attention import AttentionExport, save
+from patchorder.attention import AttentionExport, EmbeddingCache, save
 from patchorder.attention.export import log8_codes, stored
 
 CSV_COLUMNS = ["mode", "stage", "block", "image", "label", "class_name", "patch", "row", "col", "seq_pos",
@@ -78,7 +78,8 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
         npz = writer.submit(_timed, phases, "npz", save, paths["npz"], export, dtype=dtype, codes=codes)
         bar.set_postfix_str("pictures, metrics, embeddings")
         parts: dict[str, float] = {}
-        rendered = render_attention(export, options, seconds=parts)
+        cache = EmbeddingCache()  # the explorer reuses these embeddings' projections
+        rendered = render_attention(export, options, seconds=parts, cache=cache)
         phases.update({k: round(v, 3) for k, v in parts.items()})
         bar.update()
         pictures = writer.submit(_timed, phases, "png_csv", _write_pictures, out_dir, tag, rendered)
@@ -93,7 +94,7 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
             source = replace(export, extra={**export.extra, "source": str(paths["npz"])})
             paths["report"] = build_report(source, out_dir / f"{tag}.html", methods=options.report_methods,
                                            seed=options.seed, metrics=rendered.metrics, colour_scale=options.scale,
-                                           log_floor=options.log_floor)
+                                           log_floor=options.log_floor, codes=codes, embedding_cache=cache)
             lap("explorer")
             bar.update()
         bar.set_postfix_str(".npz, png, csv")

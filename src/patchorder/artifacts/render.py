@@ -9,7 +9,9 @@ import numpy as np
 
 from patchorder.artifacts.pictures import heatmap_picture, matrix_picture, query_cell, resolve_queries
 from patchorder.artifacts.options import AttentionOptions
-from patchorder.attention import AttentionExport, block_embeddings, metrics_table, patch_embeddings, stage_summary
+from patchorder.attention import (
+    AttentionExport, EmbeddingCache, block_embeddings, metrics_table, patch_embeddings, stage_summary,
+)
 from patchorder.attention.metrics import is_number, scalar_metrics
 from patchorder.attention.scan_usage import MODEL_COLUMNS
 
@@ -61,10 +63,10 @@ def _stage0_grid(export: AttentionExport) -> tuple[int, int]:
     return tuple(stage0[0].grid)
 
 
-def render_attention(export: AttentionExport, options: AttentionOptions,
-                     seconds: dict[str, float] | None = None) -> RenderedAttention:
+def render_attention(export: AttentionExport, options: AttentionOptions, seconds: dict[str, float] | None = None,
+                     cache: EmbeddingCache | None = None) -> RenderedAttention:
     """Pictures, metric rows and embedding tables of ``export``; ``seconds`` (when given) receives the wall time of
-    each of the three."""
+    each of the three; ``cache`` keeps the embeddings' projections for a later caller (the explorer)."""
     seconds = {} if seconds is None else seconds
     started = time.perf_counter()
     draw = {"cmap": options.cmap, "scale": options.scale, "floor": options.log_floor}
@@ -87,16 +89,17 @@ def render_attention(export: AttentionExport, options: AttentionOptions,
     seconds["pictures"] = time.perf_counter() - started
     rows = metrics_table(export)
     seconds["metrics"] = time.perf_counter() - started - seconds["pictures"]
-    embeddings = _embedding_tables(export, options) if options.embeddings else {}
+    embeddings = _embedding_tables(export, options, cache) if options.embeddings else {}
     seconds["embeddings"] = time.perf_counter() - started - seconds["pictures"] - seconds["metrics"]
     return RenderedAttention(pictures, rows, stage_summary(rows), embeddings, export.extra.get("scan_usage") or {})
 
 
-def _embedding_tables(export: AttentionExport, options: AttentionOptions) -> dict[str, EmbeddingTable]:
+def _embedding_tables(export: AttentionExport, options: AttentionOptions,
+                      cache: EmbeddingCache | None) -> dict[str, EmbeddingTable]:
     tables = {}
     names = export.class_names or []
     for stage in export.stages():
-        for method, emb in block_embeddings(export, stage, options.methods, options.seed).items():
+        for method, emb in block_embeddings(export, stage, options.methods, options.seed, cache).items():
             rows = []
             for (x, y), p in zip(emb.coords.tolist(), emb.points):
                 label = p.get("label")
@@ -105,7 +108,8 @@ def _embedding_tables(export: AttentionExport, options: AttentionOptions) -> dic
             tables[f"stage{stage}/blocks_{method}"] = EmbeddingTable(
                 BLOCK_COLUMNS, rows, f"stage {stage}: blocks x images, {method}" + _note(emb.note), "blocks")
         for b in (b for b in export.blocks if b.stage == stage):
-            for method, emb in patch_embeddings(export, stage, b.block, options.methods, options.seed).items():
+            layouts = patch_embeddings(export, stage, b.block, options.methods, options.seed, cache)
+            for method, emb in layouts.items():
                 rows = [[stage, b.block, p["patch"], p["row"], p["col"], p["seq_pos"], x, y, method]
                         for (x, y), p in zip(emb.coords.tolist(), emb.points)]
                 tables[f"{b.key}/patches_{method}"] = EmbeddingTable(

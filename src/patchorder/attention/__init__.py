@@ -10,7 +10,7 @@
   (:func:`deletion_insertion`, :func:`compare_maps`).
 """
 from patchorder.attention.attribution import attribution, gradient_weighted_attention
-from patchorder.attention.embedding import Embedding, block_embeddings, patch_embeddings
+from patchorder.attention.embedding import Embedding, EmbeddingCache, block_embeddings, patch_embeddings
 from patchorder.attention.export import AttentionExport, BlockAttention, load, save
 from patchorder.attention.erf import effective_receptive_field
 from patchorder.attention.extract import extract_attention, images_to_uint8
@@ -32,7 +32,7 @@ __all__ = [
     "attention_distance", "distance_map", "neighbour_mass", "sequence_coherence", "matrix_similarity",
     "block_similarity_matrix", "metrics_table", "stage_summary", "compare_exports", "METRICS", "Metric",
     "scalar_metrics",
-    "Embedding", "block_embeddings", "patch_embeddings",
+    "Embedding", "EmbeddingCache", "block_embeddings", "patch_embeddings",
     "RelevanceMaps", "rollout", "attribution", "gradient_weighted_attention", "effective_receptive_field",
     "FaithfulnessCurves", "deletion_insertion", "compare_maps", "faithfulness_table", "input_gradient",
     "random_map", "channel_mean", "relevance_maps", "relevance_views", "write_relevance",

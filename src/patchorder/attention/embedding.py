@@ -5,12 +5,14 @@
 Points are first projected on their leading principal components (at most 50; for blocks through the Gram
 matrix, which gives the same projection as PCA on the flattened matrices without stacking millions of values
 per point), then laid out in 2-D: PCA takes the first two components, t-SNE and UMAP run on the projection.
+An :class:`EmbeddingCache` shared by several calls on the same export computes each projection and layout once.
 """
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +20,11 @@ from patchorder.attention.export import AttentionExport
 
 METHODS = ("pca", "tsne", "umap")
 MAX_COMPONENTS = 50
-EXACT_TSNE_POINTS = 300  # below this, exact t-SNE is faster than Barnes-Hut and has no approximation
+# Up to this many points exact t-SNE (no approximation) costs about what Barnes-Hut does (0.1-0.2 s, either may
+# win); above it Barnes-Hut is 1.5-2.5x faster. sklearn, shared 2-core CPU, median of 5, 1 / 2 OpenMP threads:
+# 49-64 points exact 0.11-0.19 s, Barnes-Hut 0.09-0.20 s; 100 points 0.39 vs 0.18 / 0.38 vs 0.25 s; 196 points
+# 0.93 vs 0.39 / 0.96 vs 0.39 s (experiments/benchmarks/bench_tsne_methods.py).
+EXACT_TSNE_POINTS = 64
 MIN_POINTS_NONLINEAR = 5  # t-SNE and UMAP need a neighbourhood; with fewer points PCA is returned (noted)
 
 
@@ -37,6 +43,24 @@ class Embedding:
                 "coords": self.coords.astype(float).round(6).tolist(), "points": self.points, "note": self.note}
 
 
+@dataclass
+class EmbeddingCache:
+    """Projections and layouts computed once and handed to every call given this cache (the attention files,
+    then the explorer, embed the same export). An entry is reused only for the very arrays it was computed from
+    (identity: comparing values would cost what reuse saves) and the same seed; otherwise it is computed afresh."""
+
+    entries: dict[tuple, tuple[tuple[np.ndarray, ...], Any]] = field(default_factory=dict)
+
+    def get(self, key: tuple, sources: Sequence[np.ndarray], compute: Callable[[], Any]) -> Any:
+        sources = tuple(sources)
+        hit = self.entries.get(key)
+        if hit is not None and len(hit[0]) == len(sources) and all(a is b for a, b in zip(hit[0], sources)):
+            return hit[1]
+        value = compute()
+        self.entries[key] = (sources, value)
+        return value
+
+
 def _check_methods(methods: str | Iterable[str]) -> list[str]:
     methods = [methods] if isinstance(methods, str) else list(methods)
     for m in methods:
@@ -45,13 +69,19 @@ def _check_methods(methods: str | Iterable[str]) -> list[str]:
     return methods
 
 
-def _gram(vectors: list[np.ndarray], chunk: int = 1 << 22) -> np.ndarray:
-    """X X^T of the flattened vectors, accumulated over feature chunks (never stacks X)."""
-    size = vectors[0].size
-    gram = np.zeros((len(vectors), len(vectors)))
+def _gram(vectors: list[np.ndarray], buffer_values: int = 1 << 20) -> np.ndarray:
+    """X X^T of the flattened vectors in float64, accumulated over feature chunks through one small buffer (8 MB):
+    never stacks X (stacking VMamba-T's stage-0 chunks as float64 copied ~1.25 GB and took ~13x longer)."""
+    flat = [np.ravel(v) for v in vectors]  # views of contiguous matrices; a copy only for a non-contiguous one
+    size = flat[0].size
+    chunk = max(1, min(size, buffer_values // len(flat)))
+    part = np.empty((len(flat), chunk))
+    gram = np.zeros((len(flat), len(flat)))
     for f0 in range(0, size, chunk):
-        part = np.stack([v.reshape(-1)[f0:f0 + chunk] for v in vectors]).astype(np.float64)
-        gram += part @ part.T
+        n = min(chunk, size - f0)
+        for row, v in zip(part, flat):
+            row[:n] = v[f0:f0 + n]  # float32 -> float64 on the copy
+        gram += part[:, :n] @ part[:, :n].T
     return gram
 
 
@@ -103,46 +133,57 @@ def _layout(components: np.ndarray, method: str, seed: int) -> tuple[np.ndarray,
         return reducer.fit_transform(components).astype(np.float32), ""
 
 
+def _layouts(kind: str, stage: int, block: int | None, components: Callable[[], np.ndarray], methods: list[str],
+             seed: int, sources: Sequence[np.ndarray],
+             cache: EmbeddingCache | None) -> dict[str, tuple[np.ndarray, str]]:
+    """(coords, note) per method, from one projection (computed by ``components`` when neither it nor the layout
+    is in ``cache``); ``sources``: the attention arrays they are computed from."""
+    cache = EmbeddingCache() if cache is None else cache  # without one, still one projection for every method
+
+    def layout(method: str) -> tuple[np.ndarray, str]:
+        return _layout(cache.get((kind, stage, block, seed), sources, components), method, seed)
+
+    return {m: cache.get((kind, stage, block, seed, m), sources, lambda m=m: layout(m)) for m in methods}
+
+
 def block_embeddings(export: AttentionExport, stage: int, methods: str | Iterable[str] = METHODS,
-                     seed: int = 0) -> dict[str, Embedding]:
+                     seed: int = 0, cache: EmbeddingCache | None = None) -> dict[str, Embedding]:
     """Inter-block view: each (block, image) attention matrix of ``stage`` is a point (routes summed if kept apart)."""
     methods = _check_methods(methods)
     blocks = [b for b in export.blocks if b.stage == stage]
     if not blocks:
         raise ValueError(f"the export has no block in stage {stage}; it has stages {export.stages()}")
-    vectors, points = [], []
+    points = []
     for b in blocks:
-        for image, matrix in enumerate(b.merged_attention()):
-            vectors.append(matrix)
+        for image in range(b.attn.shape[0]):
             point = {"key": b.key, "block": b.block, "image": image}
             if image < len(export.labels):
                 point["label"] = int(export.labels[image])
             points.append(point)
-    components = _components_from_gram(_gram(vectors))
-    out = {}
-    for method in methods:
-        coords, note = _layout(components, method, seed)
-        out[method] = Embedding("blocks", method, stage, None, coords, points, note)
-    return out
+
+    def components() -> np.ndarray:
+        return _components_from_gram(_gram([matrix for b in blocks for matrix in b.merged_attention()]))
+
+    layouts = _layouts("blocks", stage, None, components, methods, seed, [b.attn for b in blocks], cache)
+    return {m: Embedding("blocks", m, stage, None, coords, points, note) for m, (coords, note) in layouts.items()}
 
 
 def patch_embeddings(export: AttentionExport, stage: int, block: int, methods: str | Iterable[str] = METHODS,
-                     seed: int = 0) -> dict[str, Embedding]:
+                     seed: int = 0, cache: EmbeddingCache | None = None) -> dict[str, Embedding]:
     """Intra-block view: each patch's attention row of one block, averaged over images, is a point.
 
     Labels per point: patch (raster index), row, col, seq_pos (position in the ordering's forward route).
     """
     methods = _check_methods(methods)
     b = export.block(stage, block)
-    rows = b.mean_attention()  # (L, L)
     height, width = b.grid
-    seq_pos = np.empty(rows.shape[0], dtype=np.int64)
-    seq_pos[np.asarray(b.routes[0])] = np.arange(rows.shape[0])
-    points = [{"patch": q, "row": q // width, "col": q % width, "seq_pos": int(seq_pos[q])}
-              for q in range(height * width)]
-    components = _components_from_rows(rows, seed)
-    out = {}
-    for method in methods:
-        coords, note = _layout(components, method, seed)
-        out[method] = Embedding("patches", method, stage, block, coords, points, note)
-    return out
+    L = height * width
+    seq_pos = np.empty(L, dtype=np.int64)
+    seq_pos[np.asarray(b.routes[0])] = np.arange(L)
+    points = [{"patch": q, "row": q // width, "col": q % width, "seq_pos": int(seq_pos[q])} for q in range(L)]
+
+    def components() -> np.ndarray:
+        return _components_from_rows(b.mean_attention(), seed)  # rows: (L, L)
+
+    layouts = _layouts("patches", stage, block, components, methods, seed, [b.attn], cache)
+    return {m: Embedding("patches", m, stage, block, coords, points, note) for m, (coords, note) in layouts.items()}

@@ -65,11 +65,14 @@ class Packer:
         return 4 * ((self.offset + 2) // 3)
 
 
-def encode_matrix(packer: Packer, values: np.ndarray, encoding: str, floor: float) -> dict:
-    """Store an (..., L) float array; returns the JSON reference the page decodes (see module docstring)."""
+def encode_matrix(packer: Packer, values: np.ndarray, encoding: str, floor: float,
+                  codes: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Store an (..., L) float array; returns the JSON reference the page decodes (see module docstring).
+
+    ``codes``: ``quantise_log8(values, floor)`` when the caller has it already (log8 only; not checked here)."""
     values = np.asarray(values, dtype=np.float32)
     if encoding == "log8":
-        codes, scales = quantise_log8(values, floor)
+        codes, scales = quantise_log8(values, floor) if codes is None else codes
         return {"enc": "log8", "floor": floor, "codes": packer.add(codes, "u8"), "scales": packer.add(scales, "f32")}
     if encoding == "f16":
         peak = float(np.abs(values).max()) if values.size else 0.0

@@ -14,10 +14,10 @@ from typing import Sequence
 import numpy as np
 
 from orderings import route_names
-from patchorder.attention.embedding import METHODS, block_embeddings, patch_embeddings
-from patchorder.attention.export import AttentionExport, BlockAttention
+from patchorder.attention.embedding import METHODS, EmbeddingCache, block_embeddings, patch_embeddings
+from patchorder.attention.export import LOG8_FLOOR, AttentionExport, BlockAttention
 from patchorder.attention.metrics import compare_exports, metrics_table, scalar_metrics
-from patchorder.explore.packing import Packer, encode_matrix
+from patchorder.explore.packing import Packer, encode_matrix, quantise_log8
 
 # What the heatmap's numbers are, per channel reduction (patchorder.attention.kernel), in one line each.
 REDUCE_MEANINGS = {
@@ -36,6 +36,9 @@ class Options:
     max_bytes: int = 15_000_000
     max_layout_points: int = 1024  # t-SNE / UMAP of patches only for blocks with at most this many (cost)
     metrics: list | None = None  # metrics_table rows of a single export, when already computed
+    # Work already done on the export, reused instead of done again (write_attention_artifacts passes both):
+    codes: dict | None = None  # block key -> (codes, scales): its log8_codes (patchorder.attention.export)
+    embedding_cache: EmbeddingCache | None = None  # the embeddings' projections (render_attention's)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class _Candidate:
     encoding: str
     floor: float
     description: str
+    codes: tuple[np.ndarray, np.ndarray] | None = None  # quantise_log8(values, floor), when known already
 
 
 def check_compatible(exports: Sequence[AttentionExport], labels: Sequence[str], what: str) -> None:
@@ -79,6 +83,24 @@ def _encoding_for(block: BlockAttention, options: Options) -> str:
     return "f16" if signed else "log8"
 
 
+def _known_codes(block: BlockAttention, options: Options, encoding: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The export's own log8 (codes, scales) of ``block.attn`` (``Options.codes``) when they are what quantising it
+    again gives: same floor and shape, and the values are theirs (the row maxima are the scales and the first row
+    of every matrix quantises to its codes; ``stored`` made the values from the codes). Otherwise None."""
+    known = (options.codes or {}).get(block.key)
+    if known is None or encoding != "log8" or options.floor != LOG8_FLOOR:
+        return None
+    codes, scales = known
+    attn = block.attn
+    if codes.shape != attn.shape or scales.shape != attn.shape[:-1] or attn.size == 0:
+        return None
+    if not np.array_equal(attn.max(axis=-1), scales):
+        return None
+    if not np.array_equal(quantise_log8(attn[..., 0, :], options.floor)[0], codes[..., 0, :]):
+        return None
+    return codes, scales
+
+
 def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttention, options: Options,
                    metrics: list, candidates: list[_Candidate], where: str) -> dict:
     encoding = _encoding_for(block, options)
@@ -86,9 +108,10 @@ def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttentio
     name = f"{block.key} ({where})" if where else block.key
     height, width = block.grid
     names = route_names(export.scheme, int(block.routes.shape[0]))
+    known = _known_codes(block, options, encoding)  # per-image matrices as the export quantised them
     views = {"merged": {"mean": encode_matrix(packer, merged.mean(axis=0), encoding, options.floor), "images": None}}
     candidates.append(_Candidate(1, merged.size, views["merged"], "images", merged, encoding, options.floor,
-                                 f"{name}: per-image matrices (merged)"))
+                                 f"{name}: per-image matrices (merged)", known if block.merged else None))
     if not block.merged:
         for k, route in enumerate(names):
             view = views[str(k)] = {"mean": None, "images": None}
@@ -96,11 +119,13 @@ def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttentio
             candidates.append(_Candidate(2, per_route[0].size, view, "mean", per_route.mean(axis=0), encoding,
                                          options.floor, f"{name}: image-mean of route {route}"))
             candidates.append(_Candidate(3, per_route.size, view, "images", per_route, encoding, options.floor,
-                                         f"{name}: per-image matrices of route {route}"))
+                                         f"{name}: per-image matrices of route {route}",
+                                         None if known is None else (known[0][:, k], known[1][:, k])))
     L = height * width
     nonlinear = L <= options.max_layout_points
     layouts = patch_embeddings(export, block.stage, block.block,
-                               [m for m in options.methods if nonlinear or m == "pca"], options.seed)
+                               [m for m in options.methods if nonlinear or m == "pca"], options.seed,
+                               options.embedding_cache)
     notes = {m: e.note for m, e in layouts.items() if e.note}
     for method in options.methods:
         if method not in layouts:
@@ -120,7 +145,7 @@ def _block_payload(packer: Packer, export: AttentionExport, block: BlockAttentio
 def _stage_embeddings(packer: Packer, export: AttentionExport, options: Options) -> dict:
     stages = {}
     for stage in export.stages():
-        layouts = block_embeddings(export, stage, options.methods, options.seed)
+        layouts = block_embeddings(export, stage, options.methods, options.seed, options.embedding_cache)
         first = next(iter(layouts.values()))
         stages[str(stage)] = {
             "points": [[p["block"], p["image"]] for p in first.points],
@@ -276,7 +301,7 @@ def _fill_budget(packer: Packer, candidates: list[_Candidate], room: int) -> tup
     json_per_view = 120  # the JSON reference of one stored view, generously
     for candidate in sorted(candidates, key=lambda c: (c.tier, c.size)):
         mark = len(packer.entries)
-        ref = encode_matrix(packer, candidate.values, candidate.encoding, candidate.floor)
+        ref = encode_matrix(packer, candidate.values, candidate.encoding, candidate.floor, candidate.codes)
         added = sum(packer.cost(i) for i in range(mark, len(packer.entries))) + json_per_view
         if used + added > room:
             packer.truncate(mark)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patchorder.attention.embedding import METHODS
+from patchorder.attention.embedding import METHODS, EmbeddingCache
 from patchorder.attention.export import AttentionExport
 from patchorder.explore.packing import Packer
 from patchorder.explore.payload import REDUCE_MEANINGS, Options, build_payload
@@ -106,7 +106,8 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
                  methods: Sequence[str] = METHODS, seed: int = 0, max_mb: float = 15.0,
                  encoding: str = "auto", floor: float = 1e-4, colour_scale: str = "log",
                  log_floor: float = 1e-3, max_layout_points: int = 1024,
-                 metrics: Sequence[dict] | None = None) -> Report:
+                 metrics: Sequence[dict] | None = None, codes: dict | None = None,
+                 embedding_cache: EmbeddingCache | None = None) -> Report:
     """Write the interactive attention explorer for an export (or run directory) to ``out_path``.
 
     ``export_or_path``: an AttentionExport, an .npz written by ``export.save``, a run directory (its newest
@@ -120,6 +121,10 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
     W&B pictures' ``scale`` and ``log_floor`` (the training callback passes its own).
     ``max_layout_points``: t-SNE / UMAP of a block's patches only up to this many patches (PCA always; the page
     names the blocks left to PCA). ``metrics``: metrics_table rows already computed for a single export.
+    ``codes`` (block key -> log8 codes and scales, ``patchorder.attention.export.log8_codes``) and
+    ``embedding_cache`` (an EmbeddingCache that ``render_attention`` filled): work already done on the export,
+    stored as it is instead of computed again; the file is the same as without them (codes that do not belong to
+    a block's values are not used).
     """
     if colour_scale not in ("log", "linear"):
         raise ValueError(f"colour_scale must be 'log' or 'linear', got {colour_scale!r}")
@@ -139,7 +144,8 @@ def write_report(export_or_path: Source | Sequence[Source], out_path: str | Path
         raise ValueError("metrics can only be given for a single export without --compare")
     options = Options(methods=tuple(methods), seed=seed, encoding=encoding, floor=floor,
                       max_bytes=int(max_mb * 1e6), max_layout_points=int(max_layout_points),
-                      metrics=list(metrics) if metrics is not None else None)
+                      metrics=list(metrics) if metrics is not None else None, codes=codes,
+                      embedding_cache=embedding_cache)
     payload, packer = build_payload(sides, options, fixed_bytes=_shell_bytes(), relevance=relevance)
     payload["methods"] = list(methods)
     payload["colormaps"] = _colormaps()
