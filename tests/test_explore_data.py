@@ -187,6 +187,23 @@ def test_tight_budget_keeps_the_file_small_and_names_what_it_left_out(tmp_path):
     assert all(b["views"]["merged"]["mean"] is not None for b in blocks)  # always stored
 
 
+def test_a_budget_the_required_views_fill_leaves_every_option_out_unmeasured_and_bounds_the_fix(tmp_path, monkeypatch):
+    """When the always-stored views alone exceed the budget, no optional view can fit: they are left out without
+    being quantised or deflated, and the --max-mb the page suggests (from their uncompressed size) keeps them all."""
+    export = synthetic_export(grids=((16, 16), (8, 8)), depths=(1, 1), per_route=True, images=2)
+    counted = quantised_values(monkeypatch)
+    tiny = build_report(export, tmp_path / "tiny.html", methods=("pca",), max_mb=0.01)
+    payload, _ = embedded_payload(tiny)
+    optional = 2 * (1 + 2 * 4)  # per block: per-image merged, and per route the image mean and per-image matrices
+    assert len(payload["omitted"]) == optional
+    means = sum(b.attn[:, 0].size // 2 for b in export.blocks)  # the merged image means, one (L, L) per block
+    assert sum(counted) == means  # nothing else was quantised
+    counted.clear()
+    roomy = build_report(export, tmp_path / "roomy.html", methods=("pca",), max_mb=payload["needed_mb"])
+    assert embedded_payload(roomy)[0]["omitted"] == []
+    assert roomy.stat().st_size <= payload["needed_mb"] * 1e6
+
+
 # ---------- work already done, reused ----------
 
 def quantised_values(monkeypatch) -> list[int]:

@@ -81,6 +81,15 @@ def encode_matrix(packer: Packer, values: np.ndarray, encoding: str, floor: floa
     raise ValueError(f"unknown matrix encoding {encoding!r}; use 'log8' or 'f16'")
 
 
+def uncompressed_cost(values: np.ndarray, encoding: str) -> int:
+    """Bytes the arrays of ``encode_matrix(packer, values, encoding, ...)`` add to the file at most (stored raw,
+    base64-encoded): log8 codes (1 byte a value) and a float32 scale per row, or float16 values."""
+    shape = np.shape(values)
+    size = int(np.prod(shape))
+    arrays = [size, 4 * (size // shape[-1] if size else 0)] if encoding == "log8" else [2 * size]
+    return sum((n * 4 + 2) // 3 for n in arrays)
+
+
 def decode_matrix(packer: Packer, ref: dict, shape: tuple[int, ...]) -> np.ndarray:
     """Python inverse of :func:`encode_matrix` (used by tests and for checking a payload)."""
 

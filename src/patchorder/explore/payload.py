@@ -17,7 +17,7 @@ from orderings import route_names
 from patchorder.attention.embedding import METHODS, EmbeddingCache, block_embeddings, patch_embeddings
 from patchorder.attention.export import LOG8_FLOOR, AttentionExport, BlockAttention
 from patchorder.attention.metrics import compare_exports, metrics_table, scalar_metrics
-from patchorder.explore.packing import Packer, encode_matrix, quantise_log8
+from patchorder.explore.packing import Packer, encode_matrix, quantise_log8, uncompressed_cost
 
 # What the heatmap's numbers are, per channel reduction (patchorder.attention.kernel), in one line each.
 REDUCE_MEANINGS = {
@@ -278,7 +278,7 @@ def build_payload(sides: Sequence[tuple[Sequence[AttentionExport], str]], option
     }
     omitted, omitted_bytes = _fill_budget(packer, candidates, options.max_bytes - fixed_bytes - _json_size(payload))
     payload["omitted"] = omitted
-    payload["omitted_bytes"] = omitted_bytes  # what keeping them would add to the file
+    payload["omitted_bytes"] = omitted_bytes  # what keeping them would add to the file, at most
     payload["budget_bytes"] = options.max_bytes
     whole = fixed_bytes + _json_size(payload) + packer.encoded_size() + omitted_bytes
     payload["needed_mb"] = int(np.ceil(whole / 1e6))  # a --max-mb that keeps every view
@@ -294,12 +294,17 @@ def _json_size(payload: dict) -> int:
 def _fill_budget(packer: Packer, candidates: list[_Candidate], room: int) -> tuple[list[str], int]:
     """Add optional views cheapest tier first, smallest first, while the file stays within ``room`` bytes.
 
-    Returns what was left out and how many bytes it would have added.
+    Returns what was left out and how many bytes it would have added (at most: a view that could not fit at any
+    size, once the required views fill the budget, is not compressed and counts with its uncompressed size).
     """
     omitted, omitted_bytes = [], 0
     used = packer.encoded_size()
     json_per_view = 120  # the JSON reference of one stored view, generously
     for candidate in sorted(candidates, key=lambda c: (c.tier, c.size)):
+        if used + json_per_view > room:  # no room left at all: deflating the view would only measure it
+            omitted.append(candidate.description)
+            omitted_bytes += uncompressed_cost(candidate.values, candidate.encoding) + json_per_view
+            continue
         mark = len(packer.entries)
         ref = encode_matrix(packer, candidate.values, candidate.encoding, candidate.floor, candidate.codes)
         added = sum(packer.cost(i) for i in range(mark, len(packer.entries))) + json_per_view

@@ -81,7 +81,7 @@ class Report:
     path: Path
     size_bytes: int
     omitted: list[str]
-    omitted_bytes: int  # how much larger the file would be with them
+    omitted_bytes: int  # how much larger the file would be with them, at most
 
     def summary(self) -> str:
         text = f"wrote {self.path} ({self.size_bytes / 1e6:.2f} MB)"
