@@ -182,8 +182,21 @@ def save(path: str | Path, export: AttentionExport, dtype=np.float32,
                                "ordering": b.ordering, "num_routes": int(b.routes.shape[0]), "merged": b.merged,
                                **encoding})
     arrays["meta"] = np.array(json.dumps(meta))
-    np.savez_compressed(path, **arrays)
+    _write_npz(path, arrays)
     return path
+
+
+NPZ_DEFLATE_LEVEL = 4  # VMamba-T's log8 codes: 2.7x faster than numpy's level 6, 3% larger (README, benchmarks)
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez_compressed`` writes (np.load reads it), deflated at :data:`NPZ_DEFLATE_LEVEL`."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_DEFLATE_LEVEL) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _is_int(value: Any) -> bool:
