@@ -65,6 +65,28 @@ def test_metrics_ignore_sign_and_row_scale_and_rows_without_mass():
     assert attention_distance(with_empty, (4, 5)) == pytest.approx(expected, rel=1e-12)
 
 
+def test_neighbour_mass_is_the_share_of_each_row_within_the_square_around_its_query():
+    """Oracle: for every image and query of a non-square grid, loop over the keys and add those at most r rows
+    and r columns away (edges and corners included), over the row's total mass; rows without mass are skipped."""
+    rng = np.random.default_rng(7)
+    grid = (5, 7)
+    L = 35
+    attn = rng.lognormal(-3, 2, (3, L, L)) * (rng.random((3, L, L)) < 0.7)
+    attn[1, 4] = 0  # a row without mass
+    for radius in (0, 1, 2, 6):
+        shares = []
+        for matrix in attn:
+            for q in range(L):
+                total = matrix[q].sum()
+                if total == 0:
+                    continue
+                near = sum(matrix[q, k] for k in range(L)
+                           if abs(k // 7 - q // 7) <= radius and abs(k % 7 - q % 7) <= radius)
+                shares.append(near / total)
+        assert neighbour_mass(attn, grid, radius) == pytest.approx(np.mean(shares), rel=1e-12)
+
+
+
 @pytest.mark.parametrize("grid,mapping", [
     ((4, 5), lambda r, c: r * 5 + (4 - c)),  # mirror left-right
     ((4, 5), lambda r, c: (3 - r) * 5 + (4 - c)),  # rotate 180 degrees

@@ -51,8 +51,9 @@ def _matrices(attn: np.ndarray, grid: Sequence[int]) -> np.ndarray:
     return attn.reshape(-1, L, L)
 
 
-def _row_values(attn: np.ndarray, grid: Sequence[int], kernel: np.ndarray) -> np.ndarray:
-    """(M, L): sum_k w[q, k] kernel[q, k] with w = |row| / row mass, per matrix and query; NaN for rows without mass.
+def _row_values(attn: np.ndarray, grid: Sequence[int], weigh: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """(M, L): weigh(w) / row mass with w = |matrix| in float64, per matrix and query; NaN for rows without mass.
+    ``weigh`` maps w (L, L) to (L,), e.g. each row's sum of w times a kernel.
 
     One matrix at a time (a few on threads) in float64, so memory stays O(L^2) whatever the number of images.
     """
@@ -60,13 +61,30 @@ def _row_values(attn: np.ndarray, grid: Sequence[int], kernel: np.ndarray) -> np
     out = np.empty(matrices.shape[:2])
 
     def row_values(i: int) -> None:
-        w = np.abs(matrices[i].astype(np.float64))
+        w = np.abs(matrices[i], dtype=np.float64)
         mass = w.sum(axis=1)
-        value = np.einsum("qk,qk->q", w, kernel)
-        out[i] = np.where(mass > 0, value / np.where(mass > 0, mass, 1.0), np.nan)
+        out[i] = np.where(mass > 0, weigh(w) / np.where(mass > 0, mass, 1.0), np.nan)
 
     each_matrix(row_values, len(matrices))
     return out
+
+
+def _against(kernel: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """weigh for :func:`_row_values`: each row of w times the same row of a dense (L, L) kernel, summed."""
+    return lambda w: np.einsum("qk,qk->q", w, kernel)
+
+
+def _within(grid: Sequence[int], radius: int) -> Callable[[np.ndarray], np.ndarray]:
+    """weigh for :func:`_row_values`: the sum of each row of w over the keys at most ``radius`` rows and columns
+    from its query (gathered: (2 radius + 1)^2 values a row instead of a pass over an (L, L) kernel)."""
+    height, width = grid
+    rows, cols = np.divmod(np.arange(height * width), width)
+    steps = np.arange(-radius, radius + 1)
+    near_rows = (rows[:, None, None] + steps[None, :, None]).repeat(len(steps), axis=2).reshape(len(rows), -1)
+    near_cols = (cols[:, None, None] + steps[None, None, :]).repeat(len(steps), axis=1).reshape(len(rows), -1)
+    inside = (near_rows >= 0) & (near_rows < height) & (near_cols >= 0) & (near_cols < width)
+    keys = np.where(inside, near_rows * width + near_cols, 0)
+    return lambda w: np.where(inside, np.take_along_axis(w, keys, axis=1), 0.0).sum(axis=1)
 
 
 def _mean_over_rows(values: np.ndarray) -> float:
@@ -79,30 +97,23 @@ def _pairwise_distance(grid: Sequence[int]) -> np.ndarray:
     return np.hypot(np.subtract.outer(rows, rows), np.subtract.outer(cols, cols))
 
 
-def _chebyshev_within(grid: Sequence[int], radius: int) -> np.ndarray:
-    """(L, L) 1.0 where two patches are at most ``radius`` rows and columns apart."""
-    rows, cols = grid_coordinates(grid).T
-    near = (np.abs(np.subtract.outer(rows, rows)) <= radius) & (np.abs(np.subtract.outer(cols, cols)) <= radius)
-    return near.astype(np.float64)
-
-
 def distance_map(attn: np.ndarray, grid: Sequence[int]) -> np.ndarray:
     """(L,) per query patch: attention-weighted mean Euclidean distance to its keys, averaged over images."""
-    values = _row_values(attn, grid, _pairwise_distance(grid))
+    values = _row_values(attn, grid, _against(_pairwise_distance(grid)))
     counts = np.isfinite(values).sum(axis=0)
     return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
 
 
 def attention_distance(attn: np.ndarray, grid: Sequence[int]) -> float:
     """Mean over query rows (and images) of the attention-weighted query-key distance, in patch units."""
-    return _mean_over_rows(_row_values(attn, grid, _pairwise_distance(grid)))
+    return _mean_over_rows(_row_values(attn, grid, _against(_pairwise_distance(grid))))
 
 
 def neighbour_mass(attn: np.ndarray, grid: Sequence[int], radius: int = 1) -> float:
     """Mean over rows of the fraction of a row's mass on keys within Chebyshev distance ``radius`` of the query."""
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
-    return _mean_over_rows(_row_values(attn, grid, _chebyshev_within(grid, radius)))
+    return _mean_over_rows(_row_values(attn, grid, _within(grid, radius)))
 
 
 def sequence_coherence(attn: np.ndarray, route: np.ndarray, max_pairs: int = 500_000, seed: int = 0) -> float:
