@@ -178,6 +178,19 @@ def test_merged_block_operator_reproduces_the_cross_merged_output():
     torch.testing.assert_close(torch.einsum("bcqk,bck->bcq", attn, x), merged_y)
 
 
+@pytest.mark.parametrize("reduce", ["mean_abs", "mean"])
+def test_row_blocks_do_not_change_the_result(monkeypatch, reduce):
+    """The output is built a few query rows at a time; one row a block must give what one block of all rows
+    gives, for merged and per-route results (whose targets are strided across routes)."""
+    from patchorder.attention import kernel
+
+    record, _ = random_record(6, 5, "row_major", "cross4", d=3, seed=4)
+    whole = {merge: block_attention(record, merge=merge, reduce=reduce) for merge in ("sum", "none")}
+    monkeypatch.setattr(kernel, "_ROW_BLOCK_BYTES", 1)  # one query row a block
+    for merge, expected in whole.items():
+        torch.testing.assert_close(block_attention(record, merge=merge, reduce=reduce), expected)
+
+
 def test_row_major_route_zero_is_lower_triangular_in_raster_space():
     record, _ = random_record(3, 3, "row_major", "cross4", seed=1)
     per_route = block_attention(record, merge="none", reduce="mean_abs")[0]  # (K, L, L)
