@@ -191,6 +191,31 @@ def test_row_blocks_do_not_change_the_result(monkeypatch, reduce):
         torch.testing.assert_close(block_attention(record, merge=merge, reduce=reduce), expected)
 
 
+def test_a_batch_on_one_thread_per_image_is_each_image_alone_and_restores_torch_threads():
+    """patch_attention runs a CPU batch one image per core (torch single-threaded meanwhile): each image must be
+    what it is computed alone, and torch's thread count must come back, also after an error."""
+    from patchorder.attention import parallel
+
+    delta, A, B, C = random_scan(3, 4, 2, 1, 37, seed=9)
+    threads = torch.get_num_threads()
+    batch = hidden_attention(delta, A, B, C, reduce="mean_abs")
+    alone = torch.cat([hidden_attention(delta[i:i + 1], A, B[i:i + 1], C[i:i + 1], reduce="mean_abs")
+                       for i in range(3)])
+    torch.testing.assert_close(batch, alone, rtol=1e-6, atol=0)
+    assert torch.get_num_threads() == threads
+
+    def fails(i: int) -> None:
+        raise RuntimeError(f"image {i}")
+
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="image"):
+            parallel.each_on_its_core(fails, 3)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_row_major_route_zero_is_lower_triangular_in_raster_space():
     record, _ = random_record(3, 3, "row_major", "cross4", seed=1)
     per_route = block_attention(record, merge="none", reduce="mean_abs")[0]  # (K, L, L)

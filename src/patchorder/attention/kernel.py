@@ -21,13 +21,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from patchorder.attention.parallel import each_on_its_core
+
 MERGES = ("sum", "none")
 REDUCES = ("mean_abs", "mean", "none")
 DEFAULT_CHUNK_MB = 64
 # Row blocks of the embedding_bag output stay bounded so the allocator reuses them (fresh large buffers cost
-# page faults that dominate the run time). 16 MB: VMamba-T's stage 0-2 blocks ran 7% faster than with 4 or 8 MB
-# (fewer Python-level steps; 2 threads, 2 images, three alternating repeats), 64 MB ran slower.
-_ROW_BLOCK_BYTES = 16 << 20
+# page faults that dominate the run time). 8 MB: VMamba-T's stage 0-2 blocks on 2 images, one image per core, four
+# alternating repeats: median 6.5 s, against 7.1 s at 16 MB and 7.2 / 7.7 s with both cores on each op at 8 / 16 MB.
+_ROW_BLOCK_BYTES = 8 << 20
 
 
 @dataclass
@@ -174,7 +176,7 @@ def patch_attention(
     seg_base = torch.arange(K, device=device)[:, None] * M + layout.seg_of_patch  # (K, L): table row of (r, a)
     bag_base = (seg_base[..., None] * n + torch.arange(n, device=device)).transpose(0, 1)  # (L, K, n)
 
-    for bi in range(b):
+    def one_image(bi: int) -> None:
         for c0 in range(0, d, ch):
             c1 = min(d, c0 + ch)
             nc = c1 - c0
@@ -223,6 +225,11 @@ def patch_attention(
                 target = out[bi, :, q0:q1, :]  # (K, R, L), strided across routes
                 for channel in block:  # in-place adds: no temporary for the channel sum
                     target += channel
+    if device.type == "cpu":
+        each_on_its_core(one_image, b)
+    else:
+        for bi in range(b):
+            one_image(bi)
     if reduce != "none":
         out /= d
     return out
