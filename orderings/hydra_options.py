@@ -18,13 +18,16 @@ from orderings.registry import available
 GROUP = "ordering"
 
 
-def store() -> None:
-    """Register every registered ordering as ``ordering/<name>`` in Hydra's ConfigStore (idempotent)."""
+def store(config_dirs: list[str | Path] = ()) -> None:
+    """Register every registered ordering as ``ordering/<name>`` in Hydra's ConfigStore (idempotent), except those
+    with a yaml in one of ``config_dirs``: a ConfigStore entry of a yaml's name would become that yaml's schema
+    (deprecated by Hydra, and it warns)."""
     from hydra.core.config_store import ConfigStore
 
     configs = ConfigStore.instance()
     for name in available():
-        configs.store(group=GROUP, name=name, node={"name": name}, provider="orderings")
+        if not any((Path(d) / GROUP / f"{name}.yaml").is_file() for d in config_dirs):
+            configs.store(group=GROUP, name=name, node={"name": name}, provider="orderings")
 
 
 def option_names(conf_dir: str | Path) -> list[str]:

@@ -81,6 +81,18 @@ def test_ordering_options_build_the_registered_permutation(name):
     assert ordering_label(cfg.ordering) == (cfg.ordering.get("name") or cfg.ordering._target_.rsplit(".", 1)[-1])
 
 
+def test_ordering_options_with_a_yaml_compose_without_hydra_warnings(tmp_path):
+    """conf/ordering/random.yaml and the registry's ``random`` are one option: the yaml alone, not also a
+    ConfigStore entry that Hydra would match as its schema (a deprecation warning on every run). In a fresh
+    process, as a user runs it: the ConfigStore is global to a process, and other tests fill it."""
+    from train_support import run_script
+
+    run = run_script("train.py", ["ordering=random", "--cfg", "job"], tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "seed: 0" in run.stdout and "name: random" in run.stdout
+    assert "ConfigStore schema" not in run.stderr, run.stderr[-2000:]
+
+
 def test_user_ordering_by_target():
     cfg = train_cfg("ordering=row_major", "~ordering.name", "+ordering._target_=orderings.examples.Tiled",
                     "+ordering.tile=2")

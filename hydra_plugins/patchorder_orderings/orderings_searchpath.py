@@ -16,9 +16,10 @@ class PatchorderConfigs(SearchPathPlugin):
         from patchorder.data.hydra_options import store as store_data
         from patchorder.training.recipe import store as store_recipe
 
-        store()  # the search path itself is left as it is: the ConfigStore is already on it (structured://)
-        store_recipe()
-        # Only modules without a yaml: a ConfigStore entry of a yaml's name would become that yaml's schema.
+        # Only options without a yaml: a ConfigStore entry of a yaml's name would become that yaml's schema.
         # (hydra.main gives the config directory as file://..., initialize_config_dir as a plain path.)
-        store_data([e.path.removeprefix("file://") for e in search_path.get_path()
-                    if e.path.startswith("file://") or "://" not in e.path])
+        config_dirs = [e.path.removeprefix("file://") for e in search_path.get_path()
+                       if e.path.startswith("file://") or "://" not in e.path]
+        store(config_dirs)  # the search path itself is left as it is: the ConfigStore is already on it (structured://)
+        store_recipe()
+        store_data(config_dirs)
