@@ -160,14 +160,23 @@ def similarity(similarity_table: dict[str, Any], orderings: list[str], path: Pat
     return _save(figure, path, dpi)
 
 
-def _panels(rows: int, columns: int, side: float):
-    """A rows x columns grid of tickless square panels: the figure and (i, j, axes) for each panel."""
-    figure, axes = plt.subplots(rows, columns, figsize=(side * columns, side * rows), squeeze=False)
-    cells = [(i, j, axes[i][j]) for i in range(rows) for j in range(columns)]
-    for _, _, ax in cells:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return figure, cells
+def _panels(row_keys: list, column_keys: list, entries: dict, side: float):
+    """A grid of tickless square panels, one per (row key, column key); a panel with no entry is hidden. Returns
+    the figure and (i, j, axes, entry) for each panel that has one."""
+    figure, axes = plt.subplots(len(row_keys), len(column_keys), figsize=(side * len(column_keys),
+                                                                          side * len(row_keys)), squeeze=False)
+    filled = []
+    for i, row in enumerate(row_keys):
+        for j, column in enumerate(column_keys):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            entry = entries.get((row, column))
+            if entry is None:
+                ax.set_axis_off()
+            else:
+                filled.append((i, j, ax, entry))
+    return figure, filled
 
 
 def _edge_labels(ax, i: int, j: int, column_title: str, row_label: str) -> None:
@@ -189,17 +198,12 @@ def attention_maps(maps: dict[tuple[str, int], np.ndarray | None], orderings: li
     """Average attention matrix per ordering (rows) and stage (columns), query x key patches in raster order."""
     if not any(m is not None for m in maps.values()):
         return None
-    figure, cells = _panels(len(orderings), len(stages), 2.6)
-    for i, j, ax in cells:
-        ordering, stage = orderings[i], stages[j]
-        matrix = maps.get((ordering, stage))
-        if matrix is None:
-            ax.set_axis_off()
-            continue
+    figure, filled = _panels(orderings, stages, maps, 2.6)
+    for i, j, ax, matrix in filled:
         values = np.abs(matrix)
         if values.max() > 0:
             _log_image(ax, values)
-        _edge_labels(ax, i, j, f"stage {stage}", ordering)
+        _edge_labels(ax, i, j, f"stage {stages[j]}", orderings[i])
     figure.suptitle("mean |attention| (query rows x key columns, raster order; log scale, floor 1e-3 of max)",
                     fontsize=9)
     return _save(figure, path, dpi)
@@ -211,16 +215,11 @@ def embeddings(points: dict[tuple[str, str], dict[str, Any]], orderings: list[st
     the ordering's sequence; rows = orderings, columns = blocks."""
     if not points:
         return None
-    figure, cells = _panels(len(orderings), len(blocks), 2.4)
-    for i, j, ax in cells:
-        ordering, key = orderings[i], blocks[j]
-        entry = points.get((ordering, key))
-        if entry is None:
-            ax.set_axis_off()
-            continue
+    figure, filled = _panels(orderings, blocks, points, 2.4)
+    for i, j, ax, entry in filled:
         coords = np.asarray(entry["coords"])
         ax.scatter(coords[:, 0], coords[:, 1], c=entry["seq_pos"], cmap="viridis", s=6)
-        _edge_labels(ax, i, j, key, ordering)
+        _edge_labels(ax, i, j, blocks[j], orderings[i])
     figure.suptitle(f"PCA of patch attention rows (seed {seed}); colour = position in the sequence (dark = early)",
                     fontsize=9)
     return _save(figure, path, dpi)
@@ -233,15 +232,11 @@ def erf(maps: dict[tuple[str, int], np.ndarray], ordering: str, path: Path, dpi:
         return None
     stages = sorted({stage for _, stage in maps})
     rows = [when for when in ("before", "after") if any((when, s) in maps for s in stages)]
-    figure, cells = _panels(len(rows), len(stages), 2.6)
-    for i, j, ax in cells:
-        when, stage = rows[i], stages[j]
-        values = maps.get((when, stage))
-        if values is None or float(values.max()) <= 0:
-            ax.set_axis_off()
-            continue
+    drawable = {key: values for key, values in maps.items() if float(values.max()) > 0}
+    figure, filled = _panels(rows, stages, drawable, 2.6)
+    for i, j, ax, values in filled:
         _log_image(ax, values)
-        _edge_labels(ax, i, j, f"stage {stage}", f"{when} training")
+        _edge_labels(ax, i, j, f"stage {stages[j]}", f"{rows[i]} training")
     figure.suptitle(f"{ordering}: effective receptive field of the centre patch (input pixels; each map / its max, "
                     "mean over seeds, log scale)", fontsize=9)
     return _save(figure, path, dpi)
