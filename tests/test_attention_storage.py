@@ -104,6 +104,10 @@ def test_files_describe_the_stored_values(tmp_path):
     assert document["blocks"] == metrics_table(load(result.paths["npz"]))
     assert document["blocks"] != metrics_table(export)  # the quantisation is visible in the metrics, so they were
     # computed from the stored values, not the float32 ones
+    phases = document["phase_seconds"]  # each step's wall time, as the benchmark prints them
+    assert phases == result.phases
+    assert set(phases) == {"storage_rounding", "npz", "pictures", "metrics", "embeddings", "png_csv", "files_wait"}
+    assert all(seconds >= 0 for seconds in phases.values())
 
 
 def test_the_explorer_reuses_the_files_work_and_is_what_it_would_be_alone(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
-"""How the attention work runs on a shared CPU: numpy's BLAS threads like torch's, and a progress bar."""
+"""How the attention work runs on a shared CPU: numpy's BLAS threads like torch's, a progress bar, and the wall
+time of each step."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -26,3 +28,25 @@ def progress_bar(total: int, what: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=what, unit="step", leave=False, dynamic_ncols=True, disable=None)
+
+
+class PhaseClock:
+    """Wall seconds by step name: :meth:`lap` for consecutive steps on this thread, :meth:`timed` for a job that
+    runs on its own (e.g. a file written on a second thread)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Record the time since the previous lap (or the clock's start) as ``name``."""
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
+
+    def timed(self, name: str, work: Callable, *args, **kwargs):
+        """``work(*args, **kwargs)``, its own wall seconds recorded as ``name``."""
+        started = time.perf_counter()
+        out = work(*args, **kwargs)
+        self.seconds[name] = round(time.perf_counter() - started, 3)
+        return out

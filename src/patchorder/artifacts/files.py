@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from patchorder.artifacts.pictures import strip
-from patchorder.artifacts.compute import progress_bar
+from patchorder.artifacts.compute import PhaseClock, progress_bar
 from patchorder.artifacts.options import NPZ_DTYPES, AttentionOptions
 from patchorder.artifacts.render import EmbeddingTable, RenderedAttention, render_attention
 from patchorder.attention import AttentionExport, EmbeddingCache, save
@@ -63,31 +63,21 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Everything below is computed from the values as stored, so the files agree with each other exactly.
-    phases: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        phases[name] = round(time.perf_counter() - clock, 3)
-        clock = time.perf_counter()
-
+    clock = PhaseClock()
     dtype = NPZ_DTYPES[options.npz_dtype]
     codes = log8_codes(export) if dtype == "log8" else None  # once, for the stored values and the file
     export = stored(export, dtype, codes)
-    lap("storage_rounding")
+    clock.lap("storage_rounding")
     paths: dict[str, Any] = {"npz": out_dir / f"{tag}.npz"}
     # The files are deflated on a second thread (zlib and PNG encoding release the GIL) while this one renders
     # and builds the explorer, which mostly run on one core.
     with ThreadPoolExecutor(1) as writer, progress_bar(4 if report else 3, f"attention: {tag}") as bar:
-        npz = writer.submit(_timed, phases, "npz", save, paths["npz"], export, dtype=dtype, codes=codes)
+        npz = writer.submit(clock.timed, "npz", save, paths["npz"], export, dtype=dtype, codes=codes)
         bar.set_postfix_str("pictures, metrics, embeddings")
-        parts: dict[str, float] = {}
         cache = EmbeddingCache()  # the explorer reuses these embeddings' projections
-        rendered = render_attention(export, options, seconds=parts, cache=cache)
-        phases.update({k: round(v, 3) for k, v in parts.items()})
+        rendered = render_attention(export, options, clock=clock, cache=cache)
         bar.update()
-        pictures = writer.submit(_timed, phases, "png_csv", _write_pictures, out_dir, tag, rendered)
-        clock = time.perf_counter()
+        pictures = writer.submit(clock.timed, "png_csv", _write_pictures, out_dir, tag, rendered)
         if report:
             from dataclasses import replace
 
@@ -99,13 +89,13 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
             paths["report"] = build_report(source, out_dir / f"{tag}.html", methods=options.report_methods,
                                            seed=options.seed, metrics=rendered.metrics, colour_scale=options.scale,
                                            log_floor=options.log_floor, codes=codes, embedding_cache=cache)
-            lap("explorer")
+            clock.lap("explorer")
             bar.update()
         bar.set_postfix_str(".npz, png, csv")
         npz.result()
         bar.update()
         paths.update(pictures.result())
-        lap("files_wait")  # what the two file jobs took beyond the work above
+        clock.lap("files_wait")  # what the two file jobs took beyond the work above
         bar.update()
     seconds = time.perf_counter() - started
     document = {
@@ -113,19 +103,11 @@ def write_attention_artifacts(export: AttentionExport, out_dir: str | Path, tag:
         "merge": export.merge, "reduce": export.reduce, "num_images": int(len(export.images)),
         "labels": list(export.labels), "npz": paths["npz"].name, "blocks": rendered.metrics,
         "stages": rendered.stages, "scan_usage": rendered.scan_usage or None, "write_seconds": round(seconds, 3),
-        "phase_seconds": phases,
+        "phase_seconds": clock.seconds,
     }
     paths["metrics"] = out_dir / f"{tag}_metrics.json"
     paths["metrics"].write_text(json.dumps(document, indent=2) + "\n")
-    return WrittenAttention(paths, rendered, seconds, phases)
-
-
-def _timed(phases: dict[str, float], name: str, work, *args, **kwargs):
-    """``work(*args, **kwargs)``, its wall seconds recorded as ``phases[name]``."""
-    started = time.perf_counter()
-    out = work(*args, **kwargs)
-    phases[name] = round(time.perf_counter() - started, 3)
-    return out
+    return WrittenAttention(paths, rendered, seconds, clock.seconds)
 
 
 def _write_pictures(out_dir: Path, tag: str, rendered: RenderedAttention) -> dict[str, Any]:

@@ -2,11 +2,11 @@
 and embedding tables, in one :class:`RenderedAttention` that the files, W&B and the explorer all use."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from patchorder.artifacts.compute import PhaseClock
 from patchorder.artifacts.pictures import heatmap_picture, matrix_picture, query_cell, resolve_queries
 from patchorder.artifacts.options import AttentionOptions
 from patchorder.attention import (
@@ -63,12 +63,11 @@ def _stage0_grid(export: AttentionExport) -> tuple[int, int]:
     return tuple(stage0[0].grid)
 
 
-def render_attention(export: AttentionExport, options: AttentionOptions, seconds: dict[str, float] | None = None,
+def render_attention(export: AttentionExport, options: AttentionOptions, clock: PhaseClock | None = None,
                      cache: EmbeddingCache | None = None) -> RenderedAttention:
-    """Pictures, metric rows and embedding tables of ``export``; ``seconds`` (when given) receives the wall time of
-    each of the three; ``cache`` keeps the embeddings' projections for a later caller (the explorer)."""
-    seconds = {} if seconds is None else seconds
-    started = time.perf_counter()
+    """Pictures, metric rows and embedding tables of ``export``; ``clock`` (when given) laps each of the three;
+    ``cache`` keeps the embeddings' projections for a later caller (the explorer)."""
+    clock = clock or PhaseClock()
     draw = {"cmap": options.cmap, "scale": options.scale, "floor": options.log_floor}
     captions = export.image_names()
     points = resolve_queries(options.query_patches, _stage0_grid(export))
@@ -86,11 +85,11 @@ def render_attention(export: AttentionExport, options: AttentionOptions, seconds
             pictures[f"{b.key}/patch_r{row}c{col}"] = [
                 (heatmap_picture(image, m[q], b.grid, (row, col), min_px=options.min_px, **draw), c)
                 for image, m, c in zip(export.images, per_image, captions)]
-    seconds["pictures"] = time.perf_counter() - started
+    clock.lap("pictures")
     rows = metrics_table(export)
-    seconds["metrics"] = time.perf_counter() - started - seconds["pictures"]
+    clock.lap("metrics")
     embeddings = _embedding_tables(export, options, cache) if options.embeddings else {}
-    seconds["embeddings"] = time.perf_counter() - started - seconds["pictures"] - seconds["metrics"]
+    clock.lap("embeddings")
     return RenderedAttention(pictures, rows, stage_summary(rows), embeddings, export.extra.get("scan_usage") or {})
 
 
