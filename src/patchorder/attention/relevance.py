@@ -17,6 +17,8 @@ from torch import nn
 from patchorder.attention.erf import effective_receptive_field, find_vmamba
 from patchorder.attention.faithfulness import compare_maps, faithfulness_table, relevance_maps
 
+RELEVANCE_SUFFIX = "_relevance"  # <tag>_relevance.npz / .json beside the attention export <tag>.npz
+
 
 def mass_fraction_area(erf: np.ndarray, fraction: float = 0.5) -> float:
     """Share of pixels needed to hold ``fraction`` of the ERF's mass (largest first): small = concentrated."""
@@ -64,9 +66,9 @@ def write_relevance(model: nn.Module, images: torch.Tensor, out_dir: str | Path,
         arrays["images"] = np.asarray(display)
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
-    npz = out_dir / f"{tag}_relevance.npz"
+    npz = out_dir / f"{tag}{RELEVANCE_SUFFIX}.npz"
     np.savez_compressed(npz, **arrays)
-    js = out_dir / f"{tag}_relevance.json"
+    js = out_dir / f"{tag}{RELEVANCE_SUFFIX}.json"
     js.write_text(json.dumps(summary, indent=2))
     if summary_out is not None:
         summary_out.update(summary, maps={k[4:]: v for k, v in arrays.items() if k.startswith("map_")})

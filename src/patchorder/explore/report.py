@@ -53,16 +53,19 @@ def _shell_bytes() -> int:
     return sum(len(_asset(name).encode()) for name in ("template.html", "explorer.css", "explorer.js")) + 40_000
 
 
+def _items(sources: Source | Sequence[Source]) -> list[Source]:
+    return list(sources) if isinstance(sources, (list, tuple)) else [sources]
+
+
 def _load_side(sources: Source | Sequence[Source]) -> tuple[list[AttentionExport], str]:
-    items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
-    loaded = [load_export(item) for item in items]
+    loaded = [load_export(item) for item in _items(sources)]
     return [export for export, _ in loaded], _label(loaded)
 
 
 def _side_relevance(sources: Source | Sequence[Source]) -> dict | None:
     """The whole-model views beside the side's first export file (<tag>_relevance.npz), when there are any; an
     export in memory names its file in extra["source"] (the callbacks set it)."""
-    first = (list(sources) if isinstance(sources, (list, tuple)) else [sources])[0]
+    first = _items(sources)[0]
     if isinstance(first, AttentionExport):
         source = first.extra.get("source")
         return load_relevance(source) if source else None

@@ -5,10 +5,9 @@ from pathlib import Path
 
 from patchorder.attention import export as export_format
 from patchorder.attention.export import AttentionExport
+from patchorder.attention.relevance import RELEVANCE_SUFFIX
 
 EXPORT_PATTERN = "attention*.npz"
-# Whole-model views written beside an export <tag>.npz (patchorder.attention.relevance.write_relevance).
-RELEVANCE_SUFFIX = "_relevance.npz"
 
 
 class ExplorerInputError(ValueError):
@@ -21,7 +20,7 @@ def find_export(path: str | Path) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        found = [p for p in path.rglob(EXPORT_PATTERN) if p.is_file() and not p.name.endswith(RELEVANCE_SUFFIX)]
+        found = [p for p in path.rglob(EXPORT_PATTERN) if p.is_file() and not p.stem.endswith(RELEVANCE_SUFFIX)]
         if not found:
             raise ExplorerInputError(
                 f"no attention export ({EXPORT_PATTERN}) under run directory {path}; train with the attention "
@@ -46,7 +45,7 @@ def load_export(source: AttentionExport | str | Path) -> tuple[AttentionExport, 
 def relevance_path(npz: str | Path) -> Path:
     """Where the whole-model views of export ``npz`` are: <tag>_relevance.npz beside <tag>.npz."""
     npz = Path(npz)
-    return npz.with_name(npz.stem + RELEVANCE_SUFFIX)
+    return npz.with_name(f"{npz.stem}{RELEVANCE_SUFFIX}.npz")
 
 
 def load_relevance(npz: str | Path | None) -> dict | None:
