@@ -16,6 +16,7 @@ import numpy as np
 from orderings import route_names
 from patchorder.attention.embedding import METHODS, EmbeddingCache, block_embeddings, patch_embeddings
 from patchorder.attention.export import LOG8_FLOOR, AttentionExport, BlockAttention
+from patchorder.attention.faithfulness import auc
 from patchorder.attention.metrics import compare_exports, metrics_table, scalar_metrics
 from patchorder.explore.packing import Packer, encode_matrix, quantise_log8, uncompressed_cost
 
@@ -214,7 +215,7 @@ def relevance_payload(packer: Packer, arrays: dict | None, export: AttentionExpo
         row = {"map": name}
         for curve in ("deletion", "insertion"):
             values = np.asarray(arrays[f"{curve}_{name}"], dtype=np.float64)
-            row[f"{curve}_auc"] = float(np.trapezoid(values, fractions, axis=-1).mean())
+            row[f"{curve}_auc"] = float(auc(np.asarray(fractions, dtype=np.float64), values).mean())
         faithfulness.append(row)
     grid = list(maps[names[0]].shape[1:]) if names else None
     return {"source": str(source), "names": names, "grid": grid,
