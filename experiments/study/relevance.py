@@ -62,12 +62,6 @@ def winners(aucs: dict[str, tuple[float, float]]) -> tuple[str, str]:
     return min(aucs, key=lambda m: aucs[m][0]), max(aucs, key=lambda m: aucs[m][1])
 
 
-def erf_summary(erf: np.ndarray) -> dict[str, float]:
-    from patchorder.attention.relevance import mass_fraction_area
-
-    return {"sum": float(erf.sum()), "area_50": mass_fraction_area(erf, 0.5), "area_90": mass_fraction_area(erf, 0.9)}
-
-
 def checkpoint_relevance(ckpt_path: str | Path, seed: int | None, num_images: int = 8, steps: int | None = 16,
                          datamodules: dict | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(summary, ERF maps) of one checkpoint on ``num_images`` probe images of the validation split.
@@ -77,13 +71,12 @@ def checkpoint_relevance(ckpt_path: str | Path, seed: int | None, num_images: in
     pixels holding 50% / 90% of the mass, ``before`` and ``after`` training), ``seconds``. ERF maps:
     ``erf_after_stage{k}`` and, with a seed, ``erf_before_stage{k}`` (H, W) float32.
     """
-    from patchorder.attention.erf import effective_receptive_field
-    from patchorder.attention.relevance import relevance_views
     from patchorder.artifacts.probe import probe
-
-    started = time.perf_counter()
+    from patchorder.attention.erf import effective_receptive_field
+    from patchorder.attention.relevance import erf_summary, relevance_views
     from patchorder.training.config import ordering_label
 
+    started = time.perf_counter()
     trained, untrained, datamodule, hparams = load_models(ckpt_path, seed, datamodules)
     images, _labels = probe(datamodule, num_images, "relevance", "report.relevance.num_images")
     arrays, views = relevance_views(trained, images, steps=steps, seed=0 if seed is None else int(seed))
@@ -101,8 +94,8 @@ def checkpoint_relevance(ckpt_path: str | Path, seed: int | None, num_images: in
     table = views["faithfulness"]
     best_deletion, best_insertion = winners({r["map"]: (r["deletion_auc"], r["insertion_auc"]) for r in table})
     summary = {
-        "checkpoint": str(ckpt_path), "ordering_label": ordering_label(hparams["ordering"]), "images": views["images"], "steps": steps, "split": "val",
-        "faithfulness": table,
+        "checkpoint": str(ckpt_path), "ordering_label": ordering_label(hparams["ordering"]),
+        "images": views["images"], "steps": steps, "split": "val", "faithfulness": table,
         "best_deletion": best_deletion, "best_insertion": best_insertion,
         "erf": erf_rows, "seconds": round(time.perf_counter() - started, 3),
     }

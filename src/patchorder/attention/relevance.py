@@ -29,6 +29,11 @@ def mass_fraction_area(erf: np.ndarray, fraction: float = 0.5) -> float:
     return float((np.searchsorted(np.cumsum(values), fraction * total) + 1) / values.size)
 
 
+def erf_summary(erf: np.ndarray) -> dict[str, float]:
+    """An ERF map's total and the share of its pixels holding 50% / 90% of the mass."""
+    return {"sum": float(erf.sum()), "area_50": mass_fraction_area(erf, 0.5), "area_90": mass_fraction_area(erf, 0.9)}
+
+
 def relevance_views(model: nn.Module, images: torch.Tensor, target=None, steps: int | None = 16,
                     seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, summary) for ``images``: maps (N, h, w) per method, curves (N, steps + 1), ERF (H, W) per stage."""
@@ -45,8 +50,7 @@ def relevance_views(model: nn.Module, images: torch.Tensor, target=None, steps: 
     for stage in range(len(find_vmamba(model).layers)):
         erf = effective_receptive_field(model, images, stage=stage).numpy()
         arrays[f"erf_stage{stage}"] = erf
-        erf_rows.append({"stage": stage, "sum": float(erf.sum()), "area_50": mass_fraction_area(erf, 0.5),
-                         "area_90": mass_fraction_area(erf, 0.9)})
+        erf_rows.append({"stage": stage, **erf_summary(erf)})
     table = faithfulness_table(curves)
     summary = {"faithfulness": table, "best_deletion": table[0]["map"], "erf": erf_rows, "steps": steps,
                "images": int(len(images)), "baseline": "dataset mean (0 in normalised input space)"}
