@@ -22,12 +22,18 @@ def store(config_dirs: list[str | Path] = ()) -> None:
     """Register every registered ordering as ``ordering/<name>`` in Hydra's ConfigStore (idempotent), except those
     with a yaml in one of ``config_dirs``: a ConfigStore entry of a yaml's name would become that yaml's schema
     (deprecated by Hydra, and it warns)."""
+    store_without_yaml(GROUP, {name: {"name": name} for name in available()}, config_dirs, "orderings")
+
+
+def store_without_yaml(group: str, nodes: dict[str, Any], config_dirs: list[str | Path], provider: str) -> None:
+    """``nodes[name]`` as the ConfigStore entry ``<group>/<name>`` for every name with no ``<group>/<name>.yaml`` in
+    ``config_dirs`` (Hydra would take the entry as that yaml's schema). Shared by the ordering and data options."""
     from hydra.core.config_store import ConfigStore
 
     configs = ConfigStore.instance()
-    for name in available():
-        if not any((Path(d) / GROUP / f"{name}.yaml").is_file() for d in config_dirs):
-            configs.store(group=GROUP, name=name, node={"name": name}, provider="orderings")
+    for name, node in nodes.items():
+        if not any((Path(d) / group / f"{name}.yaml").is_file() for d in config_dirs):
+            configs.store(group=group, name=name, node=node, provider=provider)
 
 
 def option_names(conf_dir: str | Path) -> list[str]:

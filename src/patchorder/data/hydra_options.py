@@ -38,13 +38,10 @@ def option_config(cls: type) -> dict[str, Any]:
 
 def store(config_dirs: list[str | Path] = ()) -> None:
     """Register every data module without a yaml in ``config_dirs`` as ``data/<name>`` in the ConfigStore."""
-    from hydra.core.config_store import ConfigStore
-
+    from orderings.hydra_options import store_without_yaml
     from patchorder.data import DATA_MODULES
 
     if not any((Path(d) / GROUP).is_dir() for d in config_dirs):
         return  # an app without a data group (the ordering study, whose `data` is a list of names) is left alone
-    configs = ConfigStore.instance()
-    for name, cls in DATA_MODULES.items():
-        if not any((Path(d) / GROUP / f"{name}.yaml").is_file() for d in config_dirs):
-            configs.store(group=GROUP, name=name, node=option_config(cls), provider="patchorder.data")
+    nodes = {name: option_config(cls) for name, cls in DATA_MODULES.items()}
+    store_without_yaml(GROUP, nodes, config_dirs, "patchorder.data")
