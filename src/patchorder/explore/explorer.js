@@ -221,6 +221,20 @@
   }
 
   // ---------- canvas helpers ----------
+  function maxOf(values) { let top = 0; values.forEach((v) => { if (v > top) top = v; }); return top; }  // 0 if none > 0
+
+  // A width x height canvas, one pixel per value (raster order), coloured by the heat table at toUnit(value).
+  function pixelCanvas(width, height, values, toUnit) {
+    const canvas = document.createElement("canvas");
+    canvas.width = width; canvas.height = height;
+    const ctx = canvas.getContext("2d"), image = ctx.createImageData(width, height), table = lut("heat");
+    values.forEach((v, p) => {
+      const c = Math.round(clamp(toUnit(v), 0, 1) * 255) * 3;
+      image.data.set([table[c], table[c + 1], table[c + 2], 255], 4 * p);
+    });
+    ctx.putImageData(image, 0, 0);
+    return canvas;
+  }
   function setupCanvas(canvas, width, height) {
     const ratio = window.devicePixelRatio || 1;
     canvas.style.width = `${width}px`;
@@ -653,18 +667,12 @@
         const row = matrixRow(stored.ref, stored.index, q, L), base = Math.floor(q / tile) * n;
         for (let k = 0; k < L; k++) { sums[base + Math.floor(k / tile)] += Math.abs(row[k]); counts[base + Math.floor(k / tile)] += 1; }
       }
-      let top = 0;
-      for (let i = 0; i < sums.length; i++) { sums[i] /= counts[i]; top = Math.max(top, sums[i]); }
-      const canvas = document.createElement("canvas");
-      canvas.width = canvas.height = n;
-      const ctx = canvas.getContext("2d"), image = ctx.createImageData(n, n), table = lut("heat");
-      for (let i = 0; i < sums.length; i++) {
-        const relative = top > 0 ? sums[i] / top : 0;
-        const t = state.logColor ? Math.max(0, 1 + Math.log10(Math.max(relative, 10 ** -logDecades)) / logDecades) : relative;
-        const c = Math.round(Math.min(1, t) * 255) * 3;
-        image.data.set([table[c], table[c + 1], table[c + 2], 255], 4 * i);
-      }
-      ctx.putImageData(image, 0, 0);
+      for (let i = 0; i < sums.length; i++) sums[i] /= counts[i];
+      const top = maxOf(sums);
+      const canvas = pixelCanvas(n, n, sums, (v) => {
+        const relative = top > 0 ? v / top : 0;
+        return state.logColor ? Math.max(0, 1 + Math.log10(Math.max(relative, 10 ** -logDecades)) / logDecades) : relative;
+      });
       side.matrixCache.set(key, { canvas });
     }
     return side.matrixCache.get(key);
@@ -842,8 +850,7 @@
     const cell = Math.min(GRID_SIZE / w, GRID_SIZE / h), ctx = setupCanvas(side.relevanceCanvas, cell * w, cell * h);
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(imageCanvas(side, state.image === "mean" ? 0 : state.image), 0, 0, cell * w, cell * h);
-    let top = 0;
-    values.forEach((v) => { if (v > top) top = v; });
+    const top = maxOf(values);
     ctx.globalAlpha = state.opacity;
     values.forEach((v, i) => {
       ctx.fillStyle = colorAt("heat", top > 0 ? Math.max(0, v) / top : 0);
@@ -876,20 +883,12 @@
       const figure = document.createElement("figure");
       figure.className = "erf-stage";
       figure.dataset.stage = String(entry.stage);
-      const canvas = document.createElement("canvas"), caption = document.createElement("figcaption");
       const values = arrays[entry.values], scale = Math.max(1, Math.floor(160 / Math.max(entry.h, entry.w)));
-      canvas.width = entry.w; canvas.height = entry.h;
+      const top = maxOf(values), floor = top / 1e3;
+      const canvas = pixelCanvas(entry.w, entry.h, values, (v) => (top > 0 && v > floor ? Math.log10(v / floor) / 3 : 0));
       canvas.style.width = `${entry.w * scale}px`; canvas.style.height = `${entry.h * scale}px`;
       canvas.style.imageRendering = "pixelated";
-      const ctx = canvas.getContext("2d"), image = ctx.createImageData(entry.w, entry.h), table = lut("heat");
-      let top = 0;
-      values.forEach((v) => { if (v > top) top = v; });
-      const floor = top / 1e3;
-      values.forEach((v, p) => {
-        const t = top > 0 && v > floor ? Math.min(1, Math.log10(v / floor) / 3) : 0, i = Math.round(t * 255) * 3;
-        image.data.set([table[i], table[i + 1], table[i + 2], 255], 4 * p);
-      });
-      ctx.putImageData(image, 0, 0);
+      const caption = document.createElement("figcaption");
       caption.textContent = `stage ${entry.stage}: sum ${formatValue(entry.sum)}, max ${formatValue(top)}`;
       figure.append(canvas, caption);
       side.erf.appendChild(figure);
