@@ -153,7 +153,7 @@ def test_default_training_command_prints_the_explorer(trained):
     assert path.is_file() and path.name == "attention_final.html"
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~2 min together (one process start, ~7 s of imports, and a run each): make test-long and CI
 @pytest.mark.parametrize("command", by_kind("run"))
 def test_command_runs_as_written(trained, command, tmp_path):
     root, run_dir = trained
